@@ -1,0 +1,44 @@
+/**
+ * Finds the one credential a request may carry: `Authorization: Bearer <token>` (RFC 6750 §2.1).
+ * Anything else that looks like a credential is refused, so a key is never accepted from a place
+ * where proxies and logs would keep it.
+ */
+import type { AuthzRequest } from './types';
+import { parseToken, TOKEN_LENGTH, type ParsedToken } from './token';
+
+export type CredentialResult =
+  | { ok: true; token: ParsedToken }
+  | { ok: false; reason: 'credentials_missing' | 'credentials_misplaced' | 'token_malformed'; detail: string };
+
+/** Longest Authorization value worth looking at; refusing longer ones first keeps the work bounded. */
+const MAX_AUTHORIZATION_LENGTH = 7 + TOKEN_LENGTH + 64;
+
+/** Query parameters that clients use to smuggle keys; their presence is reported, not accepted. */
+const QUERY_CREDENTIALS = /(?:^|&)(?:access_token|api_key|apikey|api-key|key|token)=/i;
+
+export function extractCredential(req: AuthzRequest): CredentialResult {
+  const values = req.authorization;
+  if (values.length === 0) return missingCredential(req);
+  if (values.length > 1) return misplaced('more than one Authorization header');
+  const value = values[0] as string;
+  if (value.length > MAX_AUTHORIZATION_LENGTH) return malformed(`authorization value of ${value.length} chars`);
+  if (value.includes(',')) return misplaced('comma-joined Authorization values');
+  const space = value.indexOf(' ');
+  const scheme = space < 0 ? value : value.slice(0, space);
+  if (scheme.toLowerCase() !== 'bearer') return misplaced(`authorization scheme is not Bearer`);
+  // Exactly one space and one token: extra spaces, tabs or a second token are refused rather than guessed at.
+  const token = value.slice(space + 1);
+  const parsed = parseToken(token);
+  if (parsed === null) return malformed('token is not a well-formed fortary key');
+  return { ok: true, token: parsed };
+}
+
+function missingCredential(req: AuthzRequest): CredentialResult {
+  if (req.apiKeyHeader) return misplaced('key sent in X-API-Key');
+  const query = req.path.indexOf('?');
+  if (query >= 0 && QUERY_CREDENTIALS.test(req.path.slice(query + 1))) return misplaced('key sent in the query');
+  return { ok: false, reason: 'credentials_missing', detail: 'no Authorization header' };
+}
+
+const misplaced = (detail: string): CredentialResult => ({ ok: false, reason: 'credentials_misplaced', detail });
+const malformed = (detail: string): CredentialResult => ({ ok: false, reason: 'token_malformed', detail });

@@ -1,0 +1,88 @@
+/**
+ * The authorization rules of the product documentation, as pure functions. Time arrives as an argument.
+ * The pipeline in src/app/check.ts calls them in this order; each phase's failures are one family of codes:
+ *   1. credential and token format (401)      credentials.ts
+ *   2. key state: revoked, expired (401)      keyStateDenial
+ *   3. secret (401)                           src/app/secret-verifier.ts
+ *   4. owner active (401)                     accessDenial
+ *   5. source IP, scope, vault, role (403/400) accessDenial
+ */
+import type { KeyRecord, UserRecord } from './types';
+import { clientAddress, compileCidrs, inRanges, type CidrList } from './network';
+import { isOpenPath, parseVaultPath } from './vault-path';
+import type { AuthzRequest } from './types';
+import type { DenyReason } from './outcome';
+
+/** A key record with its derived data computed once, when it enters the cache. */
+export interface CompiledKey {
+  record: KeyRecord;
+  ipRanges: CidrList;
+  vaults: ReadonlySet<string>;
+}
+
+export interface CompiledUser {
+  record: UserRecord;
+  developerVaults: ReadonlySet<string>;
+}
+
+export function compileKey(record: KeyRecord): CompiledKey {
+  const compiled = compileCidrs(record.ipAllowlist);
+  // parseKeyRecord already validated every CIDR; a failure here is a programming error.
+  if (!compiled.ok) throw new Error(`key ${record.id}: invalid CIDR`);
+  return { record, ipRanges: compiled.ranges, vaults: new Set(record.vaults) };
+}
+
+export function compileUser(record: UserRecord): CompiledUser {
+  return { record, developerVaults: new Set(record.developerVaults) };
+}
+
+/** Methods the `vault:read` scope permits. */
+const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
+
+export interface Denial {
+  reason: DenyReason;
+  detail: string;
+}
+
+/** Phase 2: checked before any bcrypt work, so revoked and expired keys cost nothing. */
+export function keyStateDenial(key: KeyRecord, nowMs: number): Denial | null {
+  if (key.revokedAt !== null) return { reason: 'key_revoked', detail: 'key is revoked' };
+  // An expiry is the first instant at which the key no longer works.
+  if (key.expiresAt !== null && nowMs >= key.expiresAt) return { reason: 'key_expired', detail: 'key has expired' };
+  return null;
+}
+
+export interface AccessPolicy {
+  trustedProxies: CidrList;
+  openPaths: readonly string[];
+}
+
+/** Phases 4 and 5, for a key whose secret was verified. null means allowed. */
+export function accessDenial(
+  req: AuthzRequest,
+  key: CompiledKey,
+  owner: CompiledUser,
+  policy: AccessPolicy,
+): Denial | null {
+  if (!owner.record.active) return { reason: 'owner_inactive', detail: 'owner is deactivated' };
+  if (key.ipRanges.length > 0) {
+    const client = clientAddress(req.source, req.forwardedFor, policy.trustedProxies);
+    if (!client.ok) return { reason: 'ip_not_allowed', detail: client.detail };
+    if (!inRanges(key.ipRanges, client.ip)) return { reason: 'ip_not_allowed', detail: 'client address not in allowlist' };
+  }
+  if (!READ_METHODS.has(req.method) || !key.record.scopes.includes('vault:read')) {
+    return { reason: 'scope_insufficient', detail: `method ${req.method.slice(0, 16)} needs a write scope` };
+  }
+  const target = parseVaultPath(req.path);
+  if (target.kind === 'rejected') return { reason: 'path_rejected', detail: target.detail };
+  if (target.kind === 'none') {
+    return isOpenPath(target.path, policy.openPaths)
+      ? null
+      : { reason: 'vault_missing', detail: 'path names no vault' };
+  }
+  if (!key.vaults.has(target.vaultId)) return { reason: 'vault_not_allowed', detail: 'vault not in allowlist' };
+  if (!owner.developerVaults.has(target.vaultId)) {
+    return { reason: 'role_missing', detail: 'owner lacks Developer on vault' };
+  }
+  return null;
+}

@@ -1,0 +1,97 @@
+/**
+ * Client addresses and CIDR allowlists. Ranges are compiled once, when a record enters the cache; matching
+ * is then a few integer comparisons.
+ */
+import ipaddr from 'ipaddr.js';
+import type { PeerAddress } from './types';
+
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+export type CompiledRange = [Address, number];
+export type CidrList = readonly CompiledRange[];
+
+/** Parses an IP literal; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes IPv4 so it matches IPv4 ranges. */
+export function parseIp(text: string): Address | null {
+  const trimmed = text.trim();
+  // ipaddr.js also accepts shorthand like "10.1" or octal; an address from Envoy or XFF must be canonical.
+  if (!ipaddr.IPv4.isValidFourPartDecimal(trimmed) && !ipaddr.IPv6.isValid(trimmed)) return null;
+  if (trimmed.includes('%')) return null;
+  try {
+    return ipaddr.process(trimmed);
+  } catch {
+    return null;
+  }
+}
+
+/** Compiles CIDR ranges; returns the entries that are not valid CIDRs instead when there are any. */
+export function compileCidrs(cidrs: readonly string[]): { ok: true; ranges: CidrList } | { ok: false; invalid: string[] } {
+  const ranges: CompiledRange[] = [];
+  const invalid: string[] = [];
+  for (const cidr of cidrs) {
+    const range = compileCidr(cidr);
+    if (range === null) invalid.push(cidr);
+    else ranges.push(range);
+  }
+  return invalid.length > 0 ? { ok: false, invalid } : { ok: true, ranges };
+}
+
+function compileCidr(cidr: string): CompiledRange | null {
+  const slash = cidr.indexOf('/');
+  if (slash < 0) return null;
+  const ip = cidr.slice(0, slash);
+  const bitsText = cidr.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bitsText)) return null;
+  const bits = Number(bitsText);
+  let address: Address;
+  try {
+    if (ipaddr.IPv4.isValidFourPartDecimal(ip)) address = ipaddr.IPv4.parse(ip);
+    else if (ipaddr.IPv6.isValid(ip) && !ip.includes('%')) address = ipaddr.IPv6.parse(ip);
+    else return null;
+  } catch {
+    return null;
+  }
+  if (address.kind() === 'ipv4') return bits <= 32 ? [address, bits] : null;
+  if (bits > 128) return null;
+  const v6 = address as ipaddr.IPv6;
+  // `::ffff:10.0.0.0/104` is an IPv4 range in disguise; store it as one so IPv4 clients match it.
+  if (v6.isIPv4MappedAddress() && bits >= 96) return [v6.toIPv4Address(), bits - 96];
+  return [address, bits];
+}
+
+export function isValidCidr(cidr: string): boolean {
+  return compileCidr(cidr) !== null;
+}
+
+export function inRanges(ranges: CidrList, ip: Address): boolean {
+  const kind = ip.kind();
+  for (const [range, bits] of ranges) {
+    if (range.kind() === kind && ip.match(range, bits)) return true;
+  }
+  return false;
+}
+
+/**
+ * The address a decision should use. With no trusted proxies it is Envoy's TCP peer (unspoofable). With trusted
+ * proxies, and only when the peer is one of them, X-Forwarded-For is read from the right, skipping trusted hops:
+ * the first untrusted address is the client. The leftmost entries are client-written and never believed.
+ */
+export function clientAddress(
+  source: PeerAddress,
+  forwardedFor: string | undefined,
+  trustedProxies: CidrList,
+): { ok: true; ip: Address } | { ok: false; detail: string } {
+  if (source.kind === 'none') return { ok: false, detail: source.detail };
+  const peer = parseIp(source.ip);
+  if (peer === null) return { ok: false, detail: 'peer address is not an IP' };
+  if (trustedProxies.length === 0 || !inRanges(trustedProxies, peer)) return { ok: true, ip: peer };
+  if (forwardedFor === undefined || forwardedFor === '') return { ok: true, ip: peer };
+  const hops = forwardedFor.split(',');
+  if (hops.length > 64) return { ok: false, detail: 'X-Forwarded-For has too many hops' };
+  let client: Address = peer;
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = parseIp(hops[i] as string);
+    if (hop === null) return { ok: false, detail: 'X-Forwarded-For hop is not an IP' };
+    client = hop;
+    if (!inRanges(trustedProxies, hop)) break;
+  }
+  return { ok: true, ip: client };
+}

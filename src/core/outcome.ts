@@ -1,0 +1,133 @@
+/**
+ * THE table: every reason a Check can end with, and what Envoy, the client and the operator see for it.
+ * The gRPC code decides allow/deny in Envoy (only code 0 allows); the HTTP status is what the client gets.
+ */
+
+export const DENY_REASONS = [
+  'credentials_missing',
+  'credentials_misplaced',
+  'token_malformed',
+  'key_unknown',
+  'secret_mismatch',
+  'key_revoked',
+  'key_expired',
+  'owner_inactive',
+  'record_invalid',
+  'ip_not_allowed',
+  'scope_insufficient',
+  'path_rejected',
+  'vault_missing',
+  'vault_not_allowed',
+  'role_missing',
+  'store_unavailable',
+  'overloaded',
+  'internal_error',
+] as const;
+
+export type DenyReason = (typeof DENY_REASONS)[number];
+
+export type Decision =
+  | { allow: true; reason: 'allowed'; keyId: string; userId: string }
+  | { allow: false; reason: DenyReason; keyId?: string; userId?: string; detail?: string };
+
+/** gRPC status codes used in CheckResponse.status (google.rpc.Code). */
+export const GrpcCode = {
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
+
+export interface Outcome {
+  grpcCode: number;
+  httpStatus: number;
+  /** Machine-readable code in the JSON body. */
+  publicCode: string;
+  /** Human-readable message in the JSON body. Never names the precise reason of a 401. */
+  publicMessage: string;
+  /** RFC 6750 `error` attribute for WWW-Authenticate; absent = no WWW-Authenticate header. */
+  bearerError?: 'invalid_request' | 'invalid_token' | 'insufficient_scope' | '';
+}
+
+/** Every 401 shares this answer, so a caller cannot tell an unknown key from a wrong secret or a revoked key. */
+const UNAUTHENTICATED_MESSAGE =
+  'A valid API key is required. Send it as a bearer token: "Authorization: Bearer <API key>".';
+
+const unauthenticated = (bearerError: Outcome['bearerError']): Outcome => ({
+  grpcCode: GrpcCode.UNAUTHENTICATED,
+  httpStatus: 401,
+  publicCode: 'unauthenticated',
+  publicMessage: UNAUTHENTICATED_MESSAGE,
+  bearerError,
+});
+
+const forbidden = (publicCode: string, publicMessage: string): Outcome => ({
+  grpcCode: GrpcCode.PERMISSION_DENIED,
+  httpStatus: 403,
+  publicCode,
+  publicMessage,
+});
+
+const UNAVAILABLE: Outcome = {
+  grpcCode: GrpcCode.UNAVAILABLE,
+  httpStatus: 503,
+  publicCode: 'unavailable',
+  publicMessage: 'Authorization is temporarily unavailable. Retry shortly.',
+};
+
+export function outcomeFor(reason: DenyReason): Outcome {
+  switch (reason) {
+    case 'credentials_missing':
+      // RFC 6750 §3.1: a request without credentials gets a challenge with no error code.
+      return unauthenticated('');
+    case 'credentials_misplaced':
+      return unauthenticated('invalid_request');
+    case 'token_malformed':
+    case 'key_unknown':
+    case 'secret_mismatch':
+    case 'key_revoked':
+    case 'key_expired':
+    case 'owner_inactive':
+    case 'record_invalid':
+      return unauthenticated('invalid_token');
+    case 'ip_not_allowed':
+      return forbidden('ip_not_allowed', 'This API key may not be used from this network address.');
+    case 'scope_insufficient':
+      return {
+        ...forbidden('insufficient_scope', 'This API key only allows reading (GET and HEAD requests).'),
+        bearerError: 'insufficient_scope',
+      };
+    case 'path_rejected':
+      return {
+        grpcCode: GrpcCode.INVALID_ARGUMENT,
+        httpStatus: 400,
+        publicCode: 'invalid_path',
+        publicMessage: 'The request path is not in canonical form.',
+      };
+    case 'vault_missing':
+      return forbidden('vault_required', 'This API key only grants access to paths under /v1/vaults/{vaultId}.');
+    case 'vault_not_allowed':
+      return forbidden('vault_not_allowed', 'This API key does not grant access to this vault.');
+    case 'role_missing':
+      return forbidden('role_missing', "The key's owner does not hold the Developer role on this vault.");
+    case 'store_unavailable':
+    case 'overloaded':
+      return UNAVAILABLE;
+    case 'internal_error':
+      return {
+        grpcCode: GrpcCode.INTERNAL,
+        httpStatus: 500,
+        publicCode: 'internal_error',
+        publicMessage: 'Authorization failed unexpectedly.',
+      };
+    default:
+      return assertNever(reason);
+  }
+}
+
+function assertNever(value: never): never {
+  throw new Error(`unhandled deny reason: ${String(value)}`);
+}

@@ -1,0 +1,90 @@
+/**
+ * Reads the vault a request path names, refusing any path that two servers could resolve differently
+ * (docs/path-rules.md). Envoy normalises paths before ext_authz when configured as in envoy/envoy.yaml; this
+ * is the second line: nothing is normalised here, anything ambiguous is refused.
+ */
+
+export type PathInfo =
+  | { kind: 'vault'; vaultId: string; path: string }
+  | { kind: 'none'; path: string }
+  | { kind: 'rejected'; detail: string };
+
+export const VAULT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+export const MAX_PATH_LENGTH = 4096;
+const VAULTS_PREFIX = '/v1/vaults';
+
+/** Characters RFC 3986 calls unreserved: encoding them is never needed, so an encoded one is an evasion attempt. */
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+
+export function parseVaultPath(rawPath: string): PathInfo {
+  if (rawPath.length > MAX_PATH_LENGTH) return rejected('path too long');
+  const query = rawPath.indexOf('?');
+  const path = query < 0 ? rawPath : rawPath.slice(0, query);
+  const problem = pathProblem(path);
+  if (problem !== null) return rejected(problem);
+  if (!path.startsWith(VAULTS_PREFIX + '/')) {
+    if (path === VAULTS_PREFIX) return { kind: 'none', path };
+    // `/V1/Vaults/x` names a vault on a case-insensitive upstream: refuse rather than call it "no vault".
+    if (path.toLowerCase().startsWith(VAULTS_PREFIX)) return rejected('vault prefix in non-canonical case');
+    return { kind: 'none', path };
+  }
+  const rest = path.slice(VAULTS_PREFIX.length + 1);
+  const slash = rest.indexOf('/');
+  const vaultId = slash < 0 ? rest : rest.slice(0, slash);
+  if (vaultId === '') return { kind: 'none', path };
+  if (!VAULT_ID_PATTERN.test(vaultId)) return rejected('vault segment is not a vault id');
+  return { kind: 'vault', vaultId, path };
+}
+
+/** Returns why a path (query removed) is ambiguous, or null when every server reads it the same way. */
+function pathProblem(path: string): string | null {
+  if (path.charCodeAt(0) !== 0x2f) return 'path does not start with /';
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    // Control characters, DEL, non-ASCII (look-alikes, overlong UTF-8), backslash, `;` path parameters, `#`.
+    if (c < 0x21 || c > 0x7e || c === 0x5c || c === 0x3b || c === 0x23) return `character 0x${c.toString(16)}`;
+    if (c === 0x25) {
+      const problem = encodingProblem(path, i);
+      if (problem !== null) return problem;
+      i += 2;
+    }
+  }
+  const segments = path.split('/');
+  for (let i = 1; i < segments.length; i++) {
+    const segment = segments[i] as string;
+    if (segment === '.' || segment === '..') return 'dot segment';
+    if (segment === '' && i < segments.length - 1) return 'empty segment';
+    if (segment.endsWith('.')) return 'segment ends with a dot';
+  }
+  return null;
+}
+
+function encodingProblem(path: string, at: number): string | null {
+  const hex = path.slice(at + 1, at + 3);
+  if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return 'broken percent-encoding';
+  const code = parseInt(hex, 16);
+  const char = String.fromCharCode(code);
+  if (code < 0x20 || code > 0x7e) return 'encoded control or non-ASCII byte';
+  if (UNRESERVED.test(char) || char === '/' || char === '\\' || char === '%' || char === ';') {
+    return `encoded ${JSON.stringify(char)}`;
+  }
+  return null;
+}
+
+/**
+ * Paths the operator opened to any valid key (FORTARY_OPEN_PATHS): an exact path, or a prefix written `/x/*`
+ * that matches `/x` and everything below it.
+ */
+export function isOpenPath(path: string, openPaths: readonly string[]): boolean {
+  for (const pattern of openPaths) {
+    if (pattern.endsWith('/*')) {
+      const base = pattern.slice(0, -2);
+      if (path === base || path.startsWith(base + '/')) return true;
+    } else if (path === pattern) {
+      return true;
+    }
+  }
+  return false;
+}
+
+const rejected = (detail: string): PathInfo => ({ kind: 'rejected', detail });
