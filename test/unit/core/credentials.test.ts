@@ -1,0 +1,200 @@
+/**
+ * Rule 1: exactly one `Authorization: Bearer <token>` (scheme case-insensitive). Every other place or shape a
+ * credential can take is refused with a 401 that tells the caller to send a bearer token.
+ */
+import { extractCredential, type CredentialResult } from '../../../src/core/credentials';
+import { outcomeFor } from '../../../src/core/outcome';
+import { formatToken } from '../../../src/core/token';
+import type { AuthzRequest } from '../../../src/core/types';
+
+const KEY_ID = 'AbCdEf012345';
+const SECRET = 'Zy9Xw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBaZyXwVuT';
+const T = formatToken(KEY_ID, SECRET);
+
+function request(over: Partial<AuthzRequest> = {}): AuthzRequest {
+  return {
+    method: 'GET',
+    path: '/v1/vaults/alpha',
+    authorization: [],
+    apiKeyHeader: false,
+    forwardedFor: undefined,
+    source: { kind: 'ip', ip: '203.0.113.7' },
+    fortaryHeaders: [],
+    requestId: undefined,
+    ...over,
+  };
+}
+
+const auth = (...values: string[]) => request({ authorization: values });
+
+type Refusal = Extract<CredentialResult, { ok: false }>['reason'];
+
+const REFUSED: [string, AuthzRequest, Refusal][] = [
+  // Nothing at all.
+  ['no Authorization header', request(), 'credentials_missing'],
+  [
+    'no Authorization header, harmless query',
+    request({ path: '/v1/vaults/alpha?monkey=1&tokens=2' }),
+    'credentials_missing',
+  ],
+  // The key in the wrong place.
+  ['X-API-Key header', request({ apiKeyHeader: true }), 'credentials_misplaced'],
+  ['query ?api_key=', request({ path: `/v1/vaults/alpha?api_key=${T}` }), 'credentials_misplaced'],
+  ['query ?access_token=', request({ path: `/v1/vaults/alpha?access_token=${T}` }), 'credentials_misplaced'],
+  ['query ?key=', request({ path: `/v1/vaults/alpha?key=${T}` }), 'credentials_misplaced'],
+  [
+    'query ?token= after another parameter',
+    request({ path: `/v1/vaults/alpha?x=1&token=${T}` }),
+    'credentials_misplaced',
+  ],
+  ['query ?apikey=', request({ path: `/v1/vaults/alpha?apikey=${T}` }), 'credentials_misplaced'],
+  ['query ?api-key=', request({ path: `/v1/vaults/alpha?api-key=${T}` }), 'credentials_misplaced'],
+  ['query ?API_KEY= (any case)', request({ path: `/v1/vaults/alpha?API_KEY=${T}` }), 'credentials_misplaced'],
+  ['query ?key= with empty value', request({ path: '/v1/vaults/alpha?key=' }), 'credentials_misplaced'],
+  // Other schemes.
+  ['Basic', auth('Basic dXNlcjpwYXNzd29yZA=='), 'credentials_misplaced'],
+  [
+    'Basic carrying the token',
+    auth(`Basic ${Buffer.from(`${T}:`).toString('base64')}`),
+    'credentials_misplaced',
+  ],
+  [
+    'Digest',
+    auth('Digest username="u", realm="r", nonce="n", uri="/", response="x"'),
+    'credentials_misplaced',
+  ],
+  ['Digest without commas', auth('Digest username="u"'), 'credentials_misplaced'],
+  ['Token scheme', auth(`Token ${T}`), 'credentials_misplaced'],
+  ['Bearer look-alike scheme (Cyrillic e)', auth(`B\u0435arer ${T}`), 'credentials_misplaced'],
+  ['BearerX scheme', auth(`BearerX ${T}`), 'credentials_misplaced'],
+  ['bare token without a scheme', auth(T), 'credentials_misplaced'],
+  ['empty value', auth(''), 'credentials_misplaced'],
+  // More than one credential.
+  [
+    'two Authorization values (both the same token)',
+    auth(`Bearer ${T}`, `Bearer ${T}`),
+    'credentials_misplaced',
+  ],
+  [
+    'two Authorization values (Bearer and Basic)',
+    auth(`Bearer ${T}`, 'Basic dXM6cHc='),
+    'credentials_misplaced',
+  ],
+  ['comma-joined Bearer a,Bearer b', auth('Bearer a,Bearer b'), 'credentials_misplaced'],
+  [
+    'comma-joined real tokens (too long: refused by length first)',
+    auth(`Bearer ${T},Bearer ${T}`),
+    'token_malformed',
+  ],
+  ['trailing comma', auth(`Bearer ${T},`), 'credentials_misplaced'],
+  ['two tokens in one value', auth(`Bearer ${T} ${T}`), 'token_malformed'],
+  // Whitespace games: exactly one space, no tabs, nothing trailing.
+  ['double space Bearer  tok', auth(`Bearer  ${T}`), 'token_malformed'],
+  ['tab instead of space', auth(`Bearer\t${T}`), 'credentials_misplaced'],
+  ['space then tab', auth(`Bearer \t${T}`), 'token_malformed'],
+  ['trailing space', auth(`Bearer ${T} `), 'token_malformed'],
+  ['trailing tab', auth(`Bearer ${T}\t`), 'token_malformed'],
+  ['leading space', auth(` Bearer ${T}`), 'credentials_misplaced'],
+  ['CRLF smuggled', auth(`Bearer ${T}\r\nX-A: b`), 'token_malformed'],
+  // The scheme without a usable token.
+  ['Bearer alone', auth('Bearer'), 'token_malformed'],
+  ['Bearer and a space', auth('Bearer '), 'token_malformed'],
+  ['Bearer with a garbage token', auth('Bearer abc'), 'token_malformed'],
+  [
+    'Bearer with a token whose checksum is wrong',
+    auth(`Bearer ${T.slice(0, -1)}${T.endsWith('a') ? 'b' : 'a'}`),
+    'token_malformed',
+  ],
+  ['Bearer with the token quoted', auth(`Bearer "${T}"`), 'token_malformed'],
+  // Non-ASCII and control bytes.
+  ['non-ASCII character in the token', auth(`Bearer ${T.slice(0, 20)}é${T.slice(21)}`), 'token_malformed'],
+  ['fullwidth look-alike in the token', auth(`Bearer ${T.slice(0, 20)}Ａ${T.slice(21)}`), 'token_malformed'],
+  ['NUL in the token', auth(`Bearer ${T.slice(0, 20)}\u0000${T.slice(21)}`), 'token_malformed'],
+  ['latin-1 bytes as Envoy may pass them', auth(`Bearer ${T.slice(0, -1)}\u00ff`), 'token_malformed'],
+  // Size.
+  ['64 KiB value', auth('Bearer ' + 'a'.repeat(64 * 1024)), 'token_malformed'],
+  ['64 KiB value of commas', auth('Bearer ' + ','.repeat(64 * 1024)), 'token_malformed'],
+];
+
+describe('extractCredential refuses', () => {
+  it.each(REFUSED)('%s', (_name, req, reason) => {
+    const result = extractCredential(req);
+    expect(result).toMatchObject({ ok: false, reason });
+  });
+
+  it.each(REFUSED)(
+    '%s → 401 with the shared message telling the caller to send a bearer token',
+    (_name, req) => {
+      const result = extractCredential(req);
+      if (result.ok) throw new Error('accepted');
+      const outcome = outcomeFor(result.reason);
+      expect(outcome.httpStatus).toBe(401);
+      expect(outcome.publicCode).toBe('unauthenticated');
+      expect(outcome.publicMessage).toContain('Authorization: Bearer <API key>');
+    },
+  );
+
+  it('a missing credential gets the bare challenge; a misplaced one says invalid_request', () => {
+    expect(outcomeFor('credentials_missing').bearerError).toBe('');
+    expect(outcomeFor('credentials_misplaced').bearerError).toBe('invalid_request');
+  });
+});
+
+describe('extractCredential accepts exactly one bearer token', () => {
+  it.each([
+    ['Bearer', `Bearer ${T}`],
+    ['lowercase scheme', `bearer ${T}`],
+    ['uppercase scheme', `BEARER ${T}`],
+    ['mixed-case scheme', `bEaReR ${T}`],
+  ])('%s', (_name, value) => {
+    expect(extractCredential(auth(value))).toEqual({
+      ok: true,
+      token: expect.objectContaining({ keyId: KEY_ID, secret: SECRET }),
+    });
+  });
+
+  it('the bearer token wins over an ignored X-API-Key header or query parameter (the credential is always the bearer)', () => {
+    const req = request({
+      authorization: [`Bearer ${T}`],
+      apiKeyHeader: true,
+      path: '/v1/vaults/alpha?key=x',
+    });
+    expect(extractCredential(req)).toMatchObject({ ok: true, token: { keyId: KEY_ID } });
+  });
+});
+
+describe('extractCredential does bounded work', () => {
+  // A guard against a regression to scanning or regex-matching oversized values: each call must stay in the
+  // microseconds whatever the size. The bounds are generous (CI machines are slow); quadratic work would blow them.
+  const time = (fn: () => void, runs: number) => {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < runs; i++) fn();
+    return Number(process.hrtime.bigint() - start) / 1e6;
+  };
+
+  it('refuses a 64 KiB value quickly', () => {
+    const req = auth('Bearer ' + 'a '.repeat(32 * 1024));
+    expect(extractCredential(req)).toMatchObject({ ok: false, reason: 'token_malformed' });
+    expect(time(() => extractCredential(req), 2000)).toBeLessThan(500);
+  });
+
+  it('refuses a 16 MiB value as fast as a short one (length is checked before anything else)', () => {
+    const huge = auth('Bearer ' + 'Bearer ,'.repeat(2 * 1024 * 1024));
+    expect(extractCredential(huge)).toMatchObject({ ok: false, reason: 'token_malformed' });
+    expect(time(() => extractCredential(huge), 2000)).toBeLessThan(500);
+  });
+
+  it('refuses ten thousand Authorization values without looking at them', () => {
+    const many = request({
+      authorization: Array.from({ length: 10_000 }, () => 'Bearer ' + 'x'.repeat(1000)),
+    });
+    expect(extractCredential(many)).toMatchObject({ ok: false, reason: 'credentials_misplaced' });
+    expect(time(() => extractCredential(many), 2000)).toBeLessThan(500);
+  });
+
+  it('a long query with no credential in it is classified without backtracking', () => {
+    const req = request({ path: '/v1/vaults/alpha?' + '&'.repeat(4000) + 'a='.repeat(2000) });
+    expect(extractCredential(req)).toMatchObject({ ok: false, reason: 'credentials_missing' });
+    expect(time(() => extractCredential(req), 200)).toBeLessThan(500);
+  });
+});
