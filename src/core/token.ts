@@ -20,6 +20,8 @@ const TOKEN_PATTERN = /^fty_([0-9A-Za-z]{12})_([0-9A-Za-z]{43})([0-9A-Za-z]{6})$
 export const KEY_ID_PATTERN = /^[0-9A-Za-z]{12}$/;
 
 export interface ParsedToken {
+  /** The whole token, as presented. */
+  token: string;
   keyId: string;
   secret: string;
 }
@@ -31,7 +33,7 @@ export function parseToken(token: string): ParsedToken | null {
   if (match === null) return null;
   const [, keyId, secret, checksum] = match as unknown as [string, string, string, string];
   if (checksumOf(token.slice(0, token.length - CHECKSUM_LENGTH)) !== checksum) return null;
-  return { keyId, secret };
+  return { token, keyId, secret };
 }
 
 /** Builds a token from an id and a secret (both base62 of the right length). */

@@ -1,0 +1,93 @@
+/**
+ * The ext_authz Check handler: AuthzRequest (already decoded by the custom deserializer) in, encoded
+ * CheckResponse bytes out. It never throws, never answers an empty CheckResponse, and allows only on a Decision
+ * with `allow: true` that the pipeline positively reached.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { CheckService } from '../../app/check';
+import { isPromise } from '../../app/maybe-async';
+import type { Decision } from '../../core/outcome';
+import type { AuthzRequest } from '../../core/types';
+import type { Metrics } from '../../observability/metrics';
+import { encodeAllow, encodeDeny } from './check-response-encoder';
+
+export function createCheckHandler(
+  service: CheckService,
+  logger: Logger,
+  metrics: Metrics,
+): grpc.handleUnaryCall<AuthzRequest, Buffer> {
+  const respond = (
+    req: AuthzRequest,
+    decision: Decision,
+    started: number,
+    callback: grpc.sendUnaryData<Buffer>,
+  ): void => {
+    let bytes: Buffer;
+    let final = decision;
+    try {
+      bytes = decision.allow
+        ? encodeAllow(decision.keyId, decision.userId, headersToRemove(req))
+        : encodeDeny(decision.reason, decision);
+    } catch (error) {
+      final = { allow: false, reason: 'internal_error', detail: `encode failed: ${String(error)}` };
+      bytes = encodeDeny('internal_error');
+    }
+    callback(null, bytes);
+    const seconds = (performance.now() - started) / 1000;
+    metrics.decision(final.reason, seconds);
+    logDecision(logger, req, final, seconds);
+  };
+
+  return (call, callback) => {
+    const started = performance.now();
+    const req = call.request;
+    let result: ReturnType<CheckService['check']>;
+    try {
+      result = service.check(req);
+    } catch (error) {
+      result = { allow: false, reason: 'internal_error', detail: String(error) };
+    }
+    if (isPromise(result)) {
+      result.then(
+        (decision) => respond(req, decision, started, callback),
+        (error: unknown) =>
+          respond(req, { allow: false, reason: 'internal_error', detail: String(error) }, started, callback),
+      );
+    } else {
+      respond(req, result, started, callback);
+    }
+  };
+}
+
+/** Client-sent x-fortary-* (other than the two we overwrite) and a misplaced x-api-key never reach upstream. */
+function headersToRemove(req: AuthzRequest): readonly string[] {
+  if (req.fortaryHeaders.length === 0 && !req.apiKeyHeader) return NONE;
+  const names = req.fortaryHeaders.filter((h) => h !== 'x-fortary-key-id' && h !== 'x-fortary-user-id');
+  if (req.apiKeyHeader) names.push('x-api-key');
+  return names;
+}
+const NONE: readonly string[] = [];
+
+function logDecision(logger: Logger, req: AuthzRequest, decision: Decision, seconds: number): void {
+  const level =
+    decision.reason === 'internal_error'
+      ? 'error'
+      : decision.reason === 'store_unavailable'
+        ? 'warn'
+        : 'info';
+  if (!logger.isLevelEnabled(level)) return;
+  logger[level](
+    {
+      decision: decision.allow ? 'allow' : 'deny',
+      reason: decision.reason,
+      detail: decision.allow ? undefined : decision.detail,
+      keyId: decision.keyId,
+      userId: decision.userId,
+      requestId: req.requestId,
+      method: req.method.slice(0, 16),
+      durationMs: Math.round(seconds * 1e6) / 1e3,
+    },
+    'check',
+  );
+}

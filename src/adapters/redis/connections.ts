@@ -1,0 +1,57 @@
+/**
+ * Builds the two ioredis connections the sidecar owns: one for commands, one for the event subscription (a
+ * subscribed connection cannot run other commands). Both reconnect forever with a short back-off, so the
+ * sidecar recovers by itself within a second or so of Redis returning.
+ */
+import Redis, { type RedisOptions } from 'ioredis';
+import type { Config } from '../../config';
+
+export type RedisRole = 'command' | 'subscriber';
+
+/** Each command gets this long before it is failed (the request becomes a 503 well within Envoy's timeout). */
+export const COMMAND_TIMEOUT_MS = 250;
+
+export function redisOptions(config: Config['redis'], role: RedisRole): RedisOptions {
+  const base: RedisOptions = {
+    connectionName: `fortary-authz-${role}`,
+    connectTimeout: 2000,
+    // Reconnect quickly and forever: the sidecar must heal without a restart.
+    retryStrategy: (times) => Math.min(50 * times, 500),
+    // Requests must fail fast while Redis is away (503), not queue up behind a dead socket.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    enableReadyCheck: true,
+    lazyConnect: true,
+    keepAlive: 5000,
+    ...(role === 'command' ? { commandTimeout: COMMAND_TIMEOUT_MS } : { autoResubscribe: false }),
+  };
+  const url = new URL(config.url);
+  const auth: RedisOptions = {
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: { servername: url.hostname } } : {}),
+    db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
+  };
+  if (config.sentinels !== null && config.sentinelName !== null) {
+    return {
+      ...base,
+      ...auth,
+      sentinels: config.sentinels.map(({ host, port }) => ({ host, port })),
+      name: config.sentinelName,
+      // Ask Sentinel again soon after a failover instead of waiting for the default back-off.
+      sentinelRetryStrategy: (times) => Math.min(100 * times, 1000),
+      ...(url.protocol === 'rediss:' ? { enableTLSForSentinelMode: true } : {}),
+    };
+  }
+  return { ...base, ...auth, host: url.hostname || '127.0.0.1', port: url.port ? Number(url.port) : 6379 };
+}
+
+export function createRedis(config: Config['redis'], role: RedisRole): Redis {
+  return new Redis(redisOptions(config, role));
+}
+
+/** Describes a Redis error without echoing anything that could hold a password (URLs, AUTH arguments). */
+export function describeRedisError(error: unknown): string {
+  if (error instanceof Error) return error.message.replace(/\/\/[^@/\s]*@/g, '//***@');
+  return String(error);
+}

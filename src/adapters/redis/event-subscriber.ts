@@ -1,0 +1,124 @@
+/**
+ * Listens on `fortary:events` over its own connection and keeps the cache honest (docs/propagation.md):
+ * - every (re)subscribe is confirmed, then reconciled against `fortary:events:seq` before the cache is trusted;
+ * - a PING on the subscriber connection every heartbeat notices a half-open socket within a few seconds, and
+ *   forces a reconnect;
+ * - between a disconnect and the next reconcile the cache is not trusted (requests re-validate, see freshness.ts).
+ */
+import type Redis from 'ioredis';
+import { parseEvent, type ChangeEvent } from '../../core/events';
+import type { CacheFreshness } from '../../app/freshness';
+import { describeRedisError } from './connections';
+import { EVENTS_CHANNEL } from './record-store';
+
+export interface SubscriberHooks {
+  connected(connected: boolean): void;
+  event(event: ChangeEvent | null, receivedAt: number): void;
+  warn(message: string, details?: Record<string, unknown>): void;
+}
+
+export interface SubscriberOptions {
+  heartbeatMs: number;
+}
+
+export class EventSubscriber {
+  private heartbeat: NodeJS.Timeout | null = null;
+  private pingOutstanding = false;
+  private reconciling = false;
+  private closed = false;
+  private subscribedOnce = false;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly freshness: CacheFreshness,
+    private readonly hooks: SubscriberHooks,
+    private readonly options: SubscriberOptions,
+  ) {}
+
+  start(): void {
+    this.redis.on('ready', () => void this.subscribe());
+    this.redis.on('message', (channel: string, message: string) => this.onMessage(channel, message));
+    for (const event of ['close', 'end', 'reconnecting'] as const) {
+      this.redis.on(event, () => this.lost(`subscriber ${event}`));
+    }
+    this.redis.on('error', (error: unknown) => {
+      this.hooks.warn('redis subscriber error', { error: describeRedisError(error) });
+      this.lost('subscriber error');
+    });
+    this.heartbeat = setInterval(() => void this.beat(), this.options.heartbeatMs);
+    this.heartbeat.unref();
+    this.redis.connect().catch(() => {
+      // ioredis keeps retrying on its own; the error was already reported through the 'error' event.
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.heartbeat !== null) clearInterval(this.heartbeat);
+    this.freshness.distrust('shutdown');
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+  }
+
+  private async subscribe(): Promise<void> {
+    if (this.closed || this.reconciling) return;
+    this.reconciling = true;
+    try {
+      await this.redis.subscribe(EVENTS_CHANNEL);
+      // Subscribed first, then read the sequence: anything published before this point shows up as a change.
+      await this.freshness.reconcile(this.subscribedOnce ? 'resubscribe' : 'subscribe');
+      this.subscribedOnce = true;
+      this.hooks.connected(true);
+    } catch (error) {
+      this.hooks.warn('event subscription not reconciled; retrying', { error: describeRedisError(error) });
+      this.freshness.distrust('reconcile failed');
+      // Retry on the next heartbeat rather than spinning.
+    } finally {
+      this.reconciling = false;
+    }
+  }
+
+  private onMessage(channel: string, message: string): void {
+    if (channel !== EVENTS_CHANNEL) return;
+    const receivedAt = Date.now();
+    const event = parseEvent(message);
+    if (event === null) {
+      this.hooks.warn('unparseable event; cache flushed', { length: message.length });
+      this.freshness.applyUnparseable();
+    } else {
+      this.freshness.apply(event);
+    }
+    this.hooks.event(event, receivedAt);
+  }
+
+  private async beat(): Promise<void> {
+    if (this.closed || this.redis.status !== 'ready') return;
+    if (!this.freshness.trusted && !this.reconciling) {
+      void this.subscribe();
+      return;
+    }
+    if (this.pingOutstanding) {
+      // The previous PING never came back within a heartbeat: the socket is half-open or Redis is stuck.
+      this.lost('heartbeat timeout');
+      this.redis.disconnect(true);
+      return;
+    }
+    this.pingOutstanding = true;
+    try {
+      await this.redis.ping();
+    } catch {
+      this.lost('heartbeat failed');
+    } finally {
+      this.pingOutstanding = false;
+    }
+  }
+
+  private lost(cause: string): void {
+    if (this.closed) return;
+    this.freshness.distrust(cause);
+    this.hooks.connected(false);
+  }
+}

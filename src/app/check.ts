@@ -1,0 +1,95 @@
+/**
+ * The Check pipeline. Phases run in a fixed order and each phase's failures belong to one family of answers:
+ *   1. credential and token format (401), no I/O
+ *   2. cache trust: while the event subscription is unhealthy, prove no event was missed (503 if Redis can't say)
+ *   3. key record: unknown, corrupt (401) or unreadable (503)
+ *   4. key state: revoked, expired (401), before any bcrypt work
+ *   5. secret: verified digest or bcrypt (401, 503 when bcrypt is saturated)
+ *   6. owner record and access rules: owner inactive (401); IP, scope, vault, role (403/400)
+ * A warm request (records cached, token verified before) runs synchronously with no Redis or bcrypt call.
+ * Nothing here throws to the caller: every failure becomes a Decision.
+ */
+import { extractCredential } from '../core/credentials';
+import { accessDenial, keyStateDenial, type AccessPolicy, type CompiledKey } from '../core/decide';
+import type { Decision, DenyReason } from '../core/outcome';
+import type { ParsedToken } from '../core/token';
+import type { AuthzRequest } from '../core/types';
+import { chain, isPromise, type MaybePromise } from './maybe-async';
+import type { CacheFreshness } from './freshness';
+import type { KeyEntry, RecordCache, UserEntry } from './record-cache';
+import { StoreUnavailableError, type Clock } from './ports';
+import type { SecretVerifier } from './secret-verifier';
+
+export interface CheckDeps {
+  cache: RecordCache;
+  freshness: CacheFreshness;
+  verifier: SecretVerifier;
+  clock: Clock;
+  policy: AccessPolicy;
+}
+
+export class CheckService {
+  constructor(private readonly deps: CheckDeps) {}
+
+  check(req: AuthzRequest): MaybePromise<Decision> {
+    try {
+      const result = this.run(req);
+      return isPromise(result) ? result.catch(failure) : result;
+    } catch (error) {
+      return failure(error);
+    }
+  }
+
+  private run(req: AuthzRequest): MaybePromise<Decision> {
+    const credential = extractCredential(req);
+    if (!credential.ok) return deny(credential.reason, credential.detail);
+    const token = credential.token;
+    if (!this.deps.freshness.trusted) {
+      return this.deps.freshness.revalidate().then(() => this.withToken(req, token));
+    }
+    return this.withToken(req, token);
+  }
+
+  private withToken(req: AuthzRequest, token: ParsedToken): MaybePromise<Decision> {
+    const cached = this.deps.cache.peekKey(token.keyId);
+    const entry = cached ?? this.deps.cache.loadKey(token.keyId);
+    return chain(entry, (e) => this.withKey(req, token, e));
+  }
+
+  private withKey(req: AuthzRequest, token: ParsedToken, entry: KeyEntry): MaybePromise<Decision> {
+    const keyId = token.keyId;
+    if (entry.kind === 'missing') return deny('key_unknown', 'no such key', { keyId });
+    if (entry.kind === 'invalid') return deny('record_invalid', 'key record is corrupt', { keyId });
+    const key = entry.key;
+    const userId = key.record.userId;
+    const state = keyStateDenial(key.record, this.deps.clock.now());
+    if (state !== null) return deny(state.reason, state.detail, { keyId, userId });
+    const verification = this.deps.verifier.verify(keyId, token.token, key.record.secretHash);
+    return chain(verification, (result) => {
+      if (result === 'overloaded') return deny('overloaded', 'bcrypt queue full', { keyId, userId });
+      if (result === 'mismatch') return deny('secret_mismatch', 'secret does not match', { keyId, userId });
+      const cachedUser = this.deps.cache.peekUser(userId);
+      const user = cachedUser ?? this.deps.cache.loadUser(userId);
+      return chain(user, (u) => this.withOwner(req, key, u));
+    });
+  }
+
+  private withOwner(req: AuthzRequest, key: CompiledKey, entry: UserEntry): Decision {
+    const keyId = key.record.id;
+    const userId = key.record.userId;
+    // A key whose owner record is gone or corrupt has no live roles to inherit.
+    if (entry.kind !== 'user') return deny('record_invalid', `owner record ${entry.kind}`, { keyId, userId });
+    const denial = accessDenial(req, key, entry.user, this.deps.policy);
+    if (denial !== null) return deny(denial.reason, denial.detail, { keyId, userId });
+    return { allow: true, reason: 'allowed', keyId, userId };
+  }
+}
+
+function deny(reason: DenyReason, detail: string, ids: { keyId?: string; userId?: string } = {}): Decision {
+  return { allow: false, reason, detail, ...ids };
+}
+
+function failure(error: unknown): Decision {
+  if (error instanceof StoreUnavailableError) return deny('store_unavailable', error.message);
+  return deny('internal_error', error instanceof Error ? error.message : String(error));
+}

@@ -1,0 +1,92 @@
+/**
+ * Decides when the record cache may be trusted, and applies change events to it.
+ *
+ * The cache is trusted only while the event subscription is known to be healthy (subscribed, reconciled after
+ * the subscribe, heartbeats answered). Otherwise every request first re-reads `fortary:events:seq` (one cheap
+ * Redis read, shared by concurrent requests): an unchanged sequence proves no event was missed; a changed one
+ * flushes the cache; a failed read fails the request closed with 503.
+ */
+import type { ChangeEvent } from '../core/events';
+import type { RecordCache } from './record-cache';
+import type { RecordStore } from './ports';
+
+export interface FreshnessEvents {
+  trustChanged(trusted: boolean, cause: string): void;
+  eventApplied(event: ChangeEvent, gap: boolean): void;
+}
+
+export class CacheFreshness {
+  private trustedFlag = false;
+  /** The last sequence the cache is known to reflect; null before the first reconcile. */
+  private lastSeq: number | null = null;
+  private revalidation: Promise<void> | null = null;
+
+  constructor(
+    private readonly store: RecordStore,
+    private readonly cache: RecordCache,
+    private readonly events: FreshnessEvents,
+  ) {}
+
+  get trusted(): boolean {
+    return this.trustedFlag;
+  }
+
+  get sequence(): number | null {
+    return this.lastSeq;
+  }
+
+  /** The subscription is down or unverified: stop trusting the cache until reconcile() succeeds. */
+  distrust(cause: string): void {
+    if (!this.trustedFlag) return;
+    this.trustedFlag = false;
+    this.events.trustChanged(false, cause);
+  }
+
+  /**
+   * Called after every (re)subscribe has been confirmed: anything published before the subscription started
+   * shows up as a sequence change and flushes the cache. Throws StoreUnavailableError.
+   */
+  async reconcile(cause: string): Promise<void> {
+    await this.syncSequence(cause);
+    if (!this.trustedFlag) {
+      this.trustedFlag = true;
+      this.events.trustChanged(true, cause);
+    }
+  }
+
+  /** Used per request while untrusted; concurrent callers share one read. Throws StoreUnavailableError. */
+  revalidate(): Promise<void> {
+    if (this.revalidation === null) {
+      this.revalidation = this.syncSequence('untrusted').finally(() => {
+        this.revalidation = null;
+      });
+    }
+    return this.revalidation;
+  }
+
+  apply(event: ChangeEvent): void {
+    const gap = this.lastSeq !== null && event.seq > this.lastSeq + 1;
+    if (gap || this.lastSeq === null) this.cache.flushAll(gap ? 'gap' : 'unsynced');
+    else this.invalidate(event);
+    if (this.lastSeq === null || event.seq > this.lastSeq) this.lastSeq = event.seq;
+    this.events.eventApplied(event, gap);
+  }
+
+  /** A message that is not a valid event may have been anything: resync on the next read. */
+  applyUnparseable(): void {
+    this.cache.flushAll('unparseable');
+  }
+
+  private invalidate(event: ChangeEvent): void {
+    if (event.type === 'key.revoked' || event.type === 'key.updated') this.cache.invalidateKey(event.id);
+    else this.cache.invalidateUser(event.id);
+  }
+
+  private async syncSequence(cause: string): Promise<void> {
+    const seq = await this.store.getSequence();
+    if (seq !== this.lastSeq) {
+      this.cache.flushAll(this.lastSeq === null ? 'startup' : cause);
+      this.lastSeq = seq;
+    }
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * What the application layer needs from the outside world. Adapters implement these; unit tests use fakes.
+ */
+import type { KeyHashFields } from '../core/records';
+
+/** Raised by a store when Redis cannot answer: the request becomes a 503, never a 401/403 and never an allow. */
+export class StoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
+/** A Redis value of the wrong type: the record is corrupt, not the store unavailable. */
+export const WRONG_TYPE = Symbol('wrong-type');
+
+export interface RecordStore {
+  /** The key hash, null when the key does not exist. Throws StoreUnavailableError. */
+  getKey(keyId: string): Promise<KeyHashFields | null | typeof WRONG_TYPE>;
+  /** The user record text, null when absent. Throws StoreUnavailableError. */
+  getUser(userId: string): Promise<string | null | typeof WRONG_TYPE>;
+  /** The current event sequence (0 when never advanced). Throws StoreUnavailableError. */
+  getSequence(): Promise<number>;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** bcrypt.compare, injected so tests can count calls. */
+export type SecretCompare = (token: string, hash: string) => Promise<boolean>;
+
+/** Hooks the app layer calls so adapters can log and count without the app knowing pino or prom-client. */
+export interface AppEvents {
+  recordInvalid(kind: 'key' | 'user', id: string, error: string): void;
+  cacheLookup(cache: 'key' | 'user', hit: boolean): void;
+  cacheFlushed(cause: string): void;
+  bcryptState(inFlight: number, queued: number): void;
+  bcryptRejected(): void;
+}
+
+export const silentEvents: AppEvents = {
+  recordInvalid: () => {},
+  cacheLookup: () => {},
+  cacheFlushed: () => {},
+  bcryptState: () => {},
+  bcryptRejected: () => {},
+};

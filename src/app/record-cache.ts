@@ -1,0 +1,175 @@
+/**
+ * In-process cache of key and user records, the reason the warm path needs no Redis round trip.
+ *
+ * Freshness rules (docs/propagation.md):
+ * - entries live at most `maxStalenessMs` (role changes without an event are bounded by it);
+ * - events invalidate single entries; a gap in the event sequence flushes everything;
+ * - a load that was in flight while an invalidation happened is used for its own request but never cached, so a
+ *   revocation cannot be overwritten by the stale read that raced it.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { compileKey, compileUser, type CompiledKey, type CompiledUser } from '../core/decide';
+import { parseKeyRecord, parseUserRecord } from '../core/records';
+import { WRONG_TYPE, type AppEvents, type RecordStore } from './ports';
+
+export type KeyEntry = { kind: 'key'; key: CompiledKey } | { kind: 'missing' } | { kind: 'invalid' };
+export type UserEntry = { kind: 'user'; user: CompiledUser } | { kind: 'missing' } | { kind: 'invalid' };
+
+export interface RecordCacheOptions {
+  maxKeys: number;
+  maxUsers: number;
+  maxStalenessMs: number;
+  /** Unknown ids are remembered briefly so a client retrying a deleted key does not hammer Redis. */
+  missingTtlMs?: number;
+}
+
+interface InFlight<T> {
+  generation: number;
+  promise: Promise<T>;
+}
+
+export class RecordCache {
+  private readonly keys: LRUCache<string, KeyEntry>;
+  private readonly users: LRUCache<string, UserEntry>;
+  private readonly keyLoads = new Map<string, InFlight<KeyEntry>>();
+  private readonly userLoads = new Map<string, InFlight<UserEntry>>();
+  /** Versions of corrupt records already logged, so a hot corrupt key logs once, not per request. */
+  private readonly reported = new LRUCache<string, true>({ max: 10_000 });
+  private readonly missingTtlMs: number;
+  /** Advanced by every invalidation; loads that started under an older generation are not cached. */
+  private generation = 0;
+
+  constructor(
+    private readonly store: RecordStore,
+    private readonly events: AppEvents,
+    options: RecordCacheOptions,
+  ) {
+    const ttl = options.maxStalenessMs;
+    this.missingTtlMs = Math.min(options.missingTtlMs ?? 5000, ttl);
+    // ttlAutopurge off: expiry is checked on read, which is all correctness needs and costs no timers.
+    this.keys = new LRUCache({ max: options.maxKeys, ttl, updateAgeOnGet: false });
+    this.users = new LRUCache({ max: options.maxUsers, ttl, updateAgeOnGet: false });
+  }
+
+  get size(): { keys: number; users: number } {
+    return { keys: this.keys.size, users: this.users.size };
+  }
+
+  /** A cached key entry, or undefined on a miss (the caller then awaits loadKey). */
+  peekKey(keyId: string): KeyEntry | undefined {
+    const entry = this.keys.get(keyId);
+    this.events.cacheLookup('key', entry !== undefined);
+    return entry;
+  }
+
+  peekUser(userId: string): UserEntry | undefined {
+    const entry = this.users.get(userId);
+    this.events.cacheLookup('user', entry !== undefined);
+    return entry;
+  }
+
+  loadKey(keyId: string): Promise<KeyEntry> {
+    return this.load(
+      this.keyLoads,
+      keyId,
+      async () => {
+        const fields = await this.store.getKey(keyId);
+        if (fields === null) return { kind: 'missing' } as const;
+        if (fields === WRONG_TYPE)
+          return this.invalid('key', keyId, 'Redis value is not a hash', 'wrongtype');
+        const parsed = parseKeyRecord(keyId, fields);
+        if (!parsed.ok)
+          return this.invalid('key', keyId, parsed.error, `${fields.record}\0${fields.revokedAt}`);
+        return { kind: 'key', key: compileKey(parsed.value) } as const;
+      },
+      (entry, generation) => this.store_(this.keys, keyId, entry, generation),
+    );
+  }
+
+  loadUser(userId: string): Promise<UserEntry> {
+    return this.load(
+      this.userLoads,
+      userId,
+      async () => {
+        const text = await this.store.getUser(userId);
+        if (text === null) return { kind: 'missing' } as const;
+        if (text === WRONG_TYPE)
+          return this.invalid('user', userId, 'Redis value is not a string', 'wrongtype');
+        const parsed = parseUserRecord(userId, text);
+        if (!parsed.ok) return this.invalid('user', userId, parsed.error, text);
+        return { kind: 'user', user: compileUser(parsed.value) } as const;
+      },
+      (entry, generation) => this.store_(this.users, userId, entry, generation),
+    );
+  }
+
+  invalidateKey(keyId: string): void {
+    this.generation++;
+    this.keys.delete(keyId);
+    this.keyLoads.delete(keyId);
+  }
+
+  /** Drops the user and, since a deactivation revokes them, every cached key the user owns. */
+  invalidateUser(userId: string): void {
+    this.generation++;
+    this.users.delete(userId);
+    this.userLoads.delete(userId);
+    for (const [keyId, entry] of this.keys.entries()) {
+      if (entry.kind === 'key' && entry.key.record.userId === userId) this.keys.delete(keyId);
+    }
+  }
+
+  flushAll(cause: string): void {
+    this.generation++;
+    this.keys.clear();
+    this.users.clear();
+    this.keyLoads.clear();
+    this.userLoads.clear();
+    this.events.cacheFlushed(cause);
+  }
+
+  private load<T>(
+    inFlight: Map<string, InFlight<T>>,
+    id: string,
+    fetch: () => Promise<T>,
+    save: (entry: T, generation: number) => void,
+  ): Promise<T> {
+    const existing = inFlight.get(id);
+    // Concurrent misses for one id share one Redis read, unless an invalidation happened since it started.
+    if (existing !== undefined && existing.generation === this.generation) return existing.promise;
+    const generation = this.generation;
+    const promise = fetch().then(
+      (entry) => {
+        if (inFlight.get(id)?.promise === promise) inFlight.delete(id);
+        save(entry, generation);
+        return entry;
+      },
+      (error: unknown) => {
+        if (inFlight.get(id)?.promise === promise) inFlight.delete(id);
+        throw error;
+      },
+    );
+    inFlight.set(id, { generation, promise });
+    return promise;
+  }
+
+  private store_<T extends { kind: string }>(
+    cache: LRUCache<string, T>,
+    id: string,
+    entry: T,
+    generation: number,
+  ): void {
+    if (generation !== this.generation) return;
+    cache.set(id, entry, entry.kind === 'missing' ? { ttl: this.missingTtlMs } : undefined);
+  }
+
+  private invalid(kind: 'key' | 'user', id: string, error: string, version: string): { kind: 'invalid' } {
+    const fingerprint = `${kind}:${id}:${createHash('sha256').update(version).digest('base64')}`;
+    if (!this.reported.has(fingerprint)) {
+      this.reported.set(fingerprint, true);
+      this.events.recordInvalid(kind, id, error);
+    }
+    return { kind: 'invalid' };
+  }
+}

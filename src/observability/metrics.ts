@@ -1,0 +1,121 @@
+/**
+ * Prometheus metrics (prom-client). Labels are bounded enums: never key or user ids (unbounded cardinality).
+ * Children for every label combination are created up front so the Check path does no label lookups.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { DENY_REASONS, type DenyReason } from '../core/outcome';
+
+export type DecisionOutcome = 'allow' | 'deny' | 'error';
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly decisions = new Counter({
+    name: 'fortary_authz_decisions_total',
+    help: 'Check decisions by outcome and reason.',
+    labelNames: ['outcome', 'reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly duration = new Histogram({
+    name: 'fortary_authz_check_duration_seconds',
+    help: 'Time from a decoded CheckRequest to its answer.',
+    labelNames: ['outcome'] as const,
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5],
+    registers: [this.registry],
+  });
+  private readonly cacheRequests = new Counter({
+    name: 'fortary_authz_cache_requests_total',
+    help: 'Record cache lookups.',
+    labelNames: ['cache', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly bcryptInFlight = new Gauge({
+    name: 'fortary_authz_bcrypt_in_flight',
+    help: 'bcrypt comparisons running.',
+    registers: [this.registry],
+  });
+  readonly bcryptQueued = new Gauge({
+    name: 'fortary_authz_bcrypt_queued',
+    help: 'bcrypt comparisons waiting for a slot.',
+    registers: [this.registry],
+  });
+  readonly bcryptRejected = new Counter({
+    name: 'fortary_authz_bcrypt_rejected_total',
+    help: 'Checks refused with 503 because the bcrypt queue was full.',
+    registers: [this.registry],
+  });
+  readonly subscriberConnected = new Gauge({
+    name: 'fortary_authz_subscriber_connected',
+    help: '1 while the event subscription is reconciled and answering heartbeats.',
+    registers: [this.registry],
+  });
+  private lastEventAt: number | null = null;
+  readonly lastEventAge = new Gauge({
+    name: 'fortary_authz_last_event_age_seconds',
+    help: 'Seconds since the last change event was received (-1 before the first).',
+    registers: [this.registry],
+    collect: () => {
+      this.lastEventAge.set(this.lastEventAt === null ? -1 : (Date.now() - this.lastEventAt) / 1000);
+    },
+  });
+  readonly propagation = new Histogram({
+    name: 'fortary_authz_event_propagation_seconds',
+    help: 'Delay from Redis applying a change to this sidecar applying its event.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly cacheFlushes = new Counter({
+    name: 'fortary_authz_cache_flushes_total',
+    help: 'Whole-cache flushes by cause (gap, resubscribe, unparseable, ...).',
+    labelNames: ['cause'] as const,
+    registers: [this.registry],
+  });
+  readonly redisErrors = new Counter({
+    name: 'fortary_authz_redis_errors_total',
+    help: 'Failed Redis commands by operation.',
+    labelNames: ['op'] as const,
+    registers: [this.registry],
+  });
+  readonly recordsInvalid = new Counter({
+    name: 'fortary_authz_records_invalid_total',
+    help: 'Corrupt key or user records seen (once per record version).',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly decisionChildren = new Map<string, Counter.Internal>();
+  private readonly durationChildren = new Map<DecisionOutcome, Histogram.Internal<'outcome'>>();
+  readonly keyHit = this.cacheRequests.labels('key', 'hit');
+  readonly keyMiss = this.cacheRequests.labels('key', 'miss');
+  readonly userHit = this.cacheRequests.labels('user', 'hit');
+  readonly userMiss = this.cacheRequests.labels('user', 'miss');
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false)
+      collectDefaultMetrics({ register: this.registry, prefix: 'fortary_authz_' });
+    for (const reason of ['allowed', ...DENY_REASONS] as const) {
+      const outcome = outcomeOf(reason);
+      this.decisionChildren.set(reason, this.decisions.labels(outcome, reason));
+    }
+    for (const outcome of ['allow', 'deny', 'error'] as const) {
+      this.durationChildren.set(outcome, this.duration.labels(outcome));
+    }
+  }
+
+  decision(reason: DenyReason | 'allowed', seconds: number): void {
+    this.decisionChildren.get(reason)?.inc();
+    this.durationChildren.get(outcomeOf(reason))?.observe(seconds);
+  }
+
+  eventReceived(at: number | null, receivedAt: number): void {
+    this.lastEventAt = receivedAt;
+    if (at !== null) this.propagation.observe(Math.max(0, receivedAt - at) / 1000);
+  }
+}
+
+/** 'error' is an answer about us (503/500), not about the request: alert on it. */
+export function outcomeOf(reason: DenyReason | 'allowed'): DecisionOutcome {
+  if (reason === 'allowed') return 'allow';
+  if (reason === 'store_unavailable' || reason === 'overloaded' || reason === 'internal_error')
+    return 'error';
+  return 'deny';
+}

@@ -1,0 +1,192 @@
+/**
+ * Wires the sidecar together. Adapters start in dependency order and close in reverse:
+ *   redis (command) -> cache/verifier/freshness -> subscriber -> gRPC Check + health -> admin HTTP
+ * Used by main.ts and, in process, by integration tests.
+ */
+import bcrypt from 'bcrypt';
+import type { Logger } from 'pino';
+import { CheckService } from './app/check';
+import { CacheFreshness } from './app/freshness';
+import { systemClock, type AppEvents, type Clock, type SecretCompare } from './app/ports';
+import { RecordCache } from './app/record-cache';
+import { SecretVerifier } from './app/secret-verifier';
+import type { Config } from './config';
+import { AdminServer } from './adapters/admin/admin-server';
+import { createCheckHandler } from './adapters/grpc/authz-handler';
+import { GrpcListener, Health } from './adapters/grpc/grpc-server';
+import { authorizationService } from './adapters/grpc/service-definition';
+import { createRedis, describeRedisError } from './adapters/redis/connections';
+import { EventSubscriber } from './adapters/redis/event-subscriber';
+import { ensureFunctionLibrary } from './adapters/redis/function-library';
+import { RedisRecordStore } from './adapters/redis/record-store';
+import { Metrics } from './observability/metrics';
+
+export interface SidecarOptions {
+  logger: Logger;
+  metrics?: Metrics;
+  clock?: Clock;
+  /** Injected in tests to count bcrypt calls. */
+  compare?: SecretCompare;
+}
+
+export interface Sidecar {
+  grpcPort: number;
+  healthPort: number | null;
+  adminPort: number | null;
+  metrics: Metrics;
+  health: Health;
+  close(): Promise<void>;
+}
+
+export async function startSidecar(config: Readonly<Config>, options: SidecarOptions): Promise<Sidecar> {
+  const { logger } = options;
+  const metrics = options.metrics ?? new Metrics();
+  const closers: Array<() => Promise<void>> = [];
+  const health = new Health();
+
+  const redis = createRedis(config.redis, 'command');
+  closers.push(async () => {
+    await redis.quit().catch(() => redis.disconnect());
+  });
+  const store = new RedisRecordStore(redis, (op) => metrics.redisErrors.labels(op).inc());
+  const events = appEvents(logger, metrics);
+  const cache = new RecordCache(store, events, {
+    maxKeys: config.cache.maxKeys,
+    maxUsers: config.cache.maxUsers,
+    maxStalenessMs: config.roleMaxStalenessMs,
+  });
+  const freshness = new CacheFreshness(store, cache, {
+    trustChanged: (trusted, cause) =>
+      logger[trusted ? 'info' : 'warn']({ trusted, cause }, trusted ? 'cache trusted' : 'cache not trusted'),
+    eventApplied: (event, gap) => {
+      if (gap) logger.warn({ seq: event.seq }, 'event sequence gap: cache flushed');
+    },
+  });
+  const verifier = new SecretVerifier(
+    options.compare ?? ((token, hash) => bcrypt.compare(token, hash)),
+    events,
+    {
+      concurrency: config.bcrypt.concurrency,
+      queue: config.bcrypt.queue,
+      maxKeys: config.cache.maxKeys,
+    },
+  );
+  const check = new CheckService({
+    cache,
+    freshness,
+    verifier,
+    clock: options.clock ?? systemClock,
+    policy: { trustedProxies: config.trustedProxies, openPaths: config.openPaths },
+  });
+
+  watchCommandConnection(redis, health, logger);
+  redis.connect().catch(() => {
+    // Reported through 'error'; ioredis keeps reconnecting and health stays NOT_SERVING meanwhile.
+  });
+
+  const subscriber = new EventSubscriber(
+    createRedis(config.redis, 'subscriber'),
+    freshness,
+    {
+      connected: (up) => metrics.subscriberConnected.set(up ? 1 : 0),
+      event: (event, receivedAt) => metrics.eventReceived(event?.at ?? null, receivedAt),
+      warn: (message, details) => logger.warn(details ?? {}, message),
+    },
+    { heartbeatMs: config.heartbeatMs },
+  );
+  subscriber.start();
+  closers.push(() => subscriber.close());
+
+  try {
+    const grpcListener = new GrpcListener(config.grpc);
+    grpcListener.server.addService(authorizationService, {
+      Check: createCheckHandler(check, logger, metrics),
+    });
+    health.implementation.addToServer(grpcListener.server);
+    const grpcPort = await grpcListener.start();
+    closers.push(() => grpcListener.close(config.drainTimeoutMs));
+
+    let healthPort: number | null = null;
+    if (config.health !== null) {
+      const healthListener = new GrpcListener(config.health);
+      health.implementation.addToServer(healthListener.server);
+      healthPort = await healthListener.start();
+      closers.push(() => healthListener.close(1000));
+    }
+
+    let adminPort: number | null = null;
+    if (config.admin !== null) {
+      const admin = new AdminServer(config.admin, metrics.registry, () => health.serving);
+      adminPort = await admin.start();
+      closers.push(() => admin.close());
+    }
+    logger.info({ grpcPort, healthPort, adminPort }, 'fortary-authz listening');
+
+    let closing: Promise<void> | null = null;
+    return {
+      grpcPort,
+      healthPort,
+      adminPort,
+      metrics,
+      health,
+      close: () => (closing ??= closeAll(health, closers, logger)),
+    };
+  } catch (error) {
+    await closeAll(health, closers, logger);
+    throw error;
+  }
+}
+
+async function closeAll(health: Health, closers: Array<() => Promise<void>>, logger: Logger): Promise<void> {
+  health.setDraining();
+  for (const close of closers.reverse()) {
+    try {
+      await close();
+    } catch (error) {
+      logger.warn({ error: describeRedisError(error) }, 'error while closing');
+    }
+  }
+}
+
+/** Readiness follows the command connection; the function library is (re)loaded on every connect. */
+function watchCommandConnection(redis: ReturnType<typeof createRedis>, health: Health, logger: Logger): void {
+  redis.on('ready', () => {
+    health.setReady(true);
+    ensureFunctionLibrary(redis).then(
+      (state) => logger.info({ state }, 'redis function library checked'),
+      (error: unknown) =>
+        logger.warn(
+          { error: describeRedisError(error) },
+          'could not load the redis function library (run `fortary-authz setup` with a privileged user)',
+        ),
+    );
+  });
+  const down = () => health.setReady(false);
+  redis.on('close', down);
+  redis.on('end', down);
+  redis.on('error', (error: unknown) => logger.warn({ error: describeRedisError(error) }, 'redis error'));
+}
+
+function appEvents(logger: Logger, metrics: Metrics): AppEvents {
+  return {
+    recordInvalid: (kind, id, error) => {
+      metrics.recordsInvalid.labels(kind).inc();
+      logger.error({ kind, id, error }, 'corrupt record in redis: denying it');
+    },
+    cacheLookup: (cache, hit) =>
+      (cache === 'key'
+        ? hit
+          ? metrics.keyHit
+          : metrics.keyMiss
+        : hit
+          ? metrics.userHit
+          : metrics.userMiss
+      ).inc(),
+    cacheFlushed: (cause) => metrics.cacheFlushes.labels(cause).inc(),
+    bcryptState: (inFlight, queued) => {
+      metrics.bcryptInFlight.set(inFlight);
+      metrics.bcryptQueued.set(queued);
+    },
+    bcryptRejected: () => metrics.bcryptRejected.inc(),
+  };
+}
