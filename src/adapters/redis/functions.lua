@@ -1,0 +1,250 @@
+#!lua name=fortary
+--[[
+  The `fortary` Redis function library: the atomic writes behind API keys and users (docs/redis-contract.md).
+
+  Every function that changes something also advances `fortary:events:seq` and publishes one event on
+  `fortary:events` in the same atomic step, so a sidecar either sees the change announced with the next sequence
+  number or notices the gap and resyncs. Revocation (`revokedAt`) is written with HSETNX only and never cleared.
+
+  The functions name ids, not Redis keys, in KEYS[1] (the interface is `FCALL fortary_revoke 1 <keyId>`), and touch
+  several keys each: this library is for standalone Redis and Sentinel, not Redis Cluster.
+
+  Bump VERSION on every change, together with FUNCTION_LIBRARY_VERSION in function-library.ts: loaders replace the
+  library only when the version they find differs from theirs.
+]]
+
+local VERSION = '1'
+
+local EVENTS_CHANNEL = 'fortary:events'
+local SEQ_KEY = 'fortary:events:seq'
+
+local function key_hash(key_id)
+  return 'fortary:key:' .. key_id
+end
+
+local function user_string(user_id)
+  return 'fortary:user:' .. user_id
+end
+
+local function user_keys_set(user_id)
+  return 'fortary:user-keys:' .. user_id
+end
+
+-- Lua numbers are doubles; '%d' keeps epoch ms and sequence numbers integral (tostring/cjson could print 1e+15).
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Epoch ms from the server's clock. Functions replicate their effects, so TIME before a write is allowed.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Advances the sequence and publishes {"seq","type","id","at"}; returns the number of receivers.
+local function publish(event_type, id, at)
+  local seq = redis.call('INCR', SEQ_KEY)
+  local message = '{"seq":' .. int(seq) .. ',"type":' .. cjson.encode(event_type) .. ',"id":' .. cjson.encode(id)
+    .. ',"at":' .. int(at) .. '}'
+  return redis.call('PUBLISH', EVENTS_CHANNEL, message)
+end
+
+local function fail(message)
+  return redis.error_reply('ERR ' .. message)
+end
+
+local function decode_object(text)
+  if type(text) ~= 'string' then
+    return nil
+  end
+  local ok, value = pcall(cjson.decode, text)
+  if not ok or type(value) ~= 'table' then
+    return nil
+  end
+  return value
+end
+
+-- Same rules as KEY_ID_PATTERN (src/core/token.ts) and USER_ID_PATTERN (src/core/records.ts).
+local function is_key_id(id)
+  return type(id) == 'string' and #id == 12 and string.match(id, '^%w+$') ~= nil
+end
+
+local function is_user_id(id)
+  return type(id) == 'string' and #id <= 128 and string.match(id, '^%w[%w_%.@%-]*$') ~= nil
+end
+
+-- A JSON array of strings; cjson would encode an empty Lua table as {} instead.
+local function encode_array(list)
+  if type(list) ~= 'table' then
+    return '[]'
+  end
+  local parts = {}
+  for i = 1, #list do
+    parts[i] = cjson.encode(list[i])
+  end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- Marks every existing key of the user revoked (the first revocation time is kept).
+local function revoke_user_keys(user_id, at)
+  local ids = redis.call('SMEMBERS', user_keys_set(user_id))
+  for _, key_id in ipairs(ids) do
+    local hash = key_hash(key_id)
+    if redis.call('EXISTS', hash) == 1 then
+      redis.call('HSETNX', hash, 'revokedAt', int(at))
+    end
+  end
+end
+
+-- FCALL fortary_revoke 1 <keyId>  ->  receivers
+local function revoke(keys)
+  local key_id = keys[1]
+  if key_id == nil then
+    return fail('usage: FCALL fortary_revoke 1 <keyId>')
+  end
+  local hash = key_hash(key_id)
+  if redis.call('EXISTS', hash) == 0 then
+    return fail('unknown key ' .. key_id)
+  end
+  local at = now_ms()
+  redis.call('HSETNX', hash, 'revokedAt', int(at))
+  return publish('key.revoked', key_id, at)
+end
+
+-- FCALL fortary_put_key 1 <keyId> <recordJson> create|edit  ->  receivers
+local function put_key(keys, args)
+  local key_id, json, mode = keys[1], args[1], args[2]
+  if key_id == nil or json == nil or (mode ~= 'create' and mode ~= 'edit') then
+    return fail('usage: FCALL fortary_put_key 1 <keyId> <recordJson> create|edit')
+  end
+  if not is_key_id(key_id) then
+    return fail('key id must be 12 base62 characters')
+  end
+  local record = decode_object(json)
+  if record == nil then
+    return fail('record is not a JSON object')
+  end
+  if record.id ~= key_id then
+    return fail('record id does not match the key id')
+  end
+  if not is_user_id(record.userId) then
+    return fail('record userId is not a user id')
+  end
+  local hash = key_hash(key_id)
+  if mode == 'create' then
+    if redis.call('EXISTS', hash) == 1 then
+      return fail('key exists')
+    end
+    -- Checked here, atomically, so a key cannot be created for a user deactivated a moment earlier.
+    local owner = decode_object(redis.call('GET', user_string(record.userId)))
+    if owner == nil then
+      return fail('unknown user ' .. record.userId)
+    end
+    if owner.active ~= true then
+      return fail('user is not active')
+    end
+  else
+    if redis.call('EXISTS', hash) == 0 then
+      return fail('unknown key ' .. key_id)
+    end
+    if redis.call('HEXISTS', hash, 'revokedAt') == 1 then
+      return fail('key is revoked')
+    end
+    -- A key belongs to its creator and its secret is never editable.
+    local current = decode_object(redis.call('HGET', hash, 'record'))
+    if current == nil then
+      return fail('stored record is not JSON; revoke the key and create a new one')
+    end
+    if current.userId ~= record.userId then
+      return fail('the owner of a key cannot change')
+    end
+    if current.secretHash ~= record.secretHash then
+      return fail('the secret of a key cannot change')
+    end
+  end
+  -- Only the record field: revokedAt belongs to revocation alone.
+  redis.call('HSET', hash, 'record', json)
+  redis.call('SADD', user_keys_set(record.userId), key_id)
+  return publish('key.updated', key_id, now_ms())
+end
+
+-- FCALL fortary_put_user 1 <userId> <recordJson>  ->  receivers
+-- A record with active=false is a deactivation: the user's keys are revoked and user.deactivated is published.
+local function put_user(keys, args)
+  local user_id, json = keys[1], args[1]
+  if user_id == nil or json == nil then
+    return fail('usage: FCALL fortary_put_user 1 <userId> <recordJson>')
+  end
+  if not is_user_id(user_id) then
+    return fail('not a user id')
+  end
+  local user = decode_object(json)
+  if user == nil then
+    return fail('record is not a JSON object')
+  end
+  if user.id ~= user_id then
+    return fail('record id does not match the user id')
+  end
+  if type(user.active) ~= 'boolean' then
+    return fail('record active must be a boolean')
+  end
+  redis.call('SET', user_string(user_id), json)
+  local at = now_ms()
+  if user.active == false then
+    revoke_user_keys(user_id, at)
+    return publish('user.deactivated', user_id, at)
+  end
+  return publish('user.updated', user_id, at)
+end
+
+-- The stored user with active=false and updatedAt=at; unknown fields are kept, an unreadable record is replaced.
+local function inactive_user_json(user_id, text, at)
+  local user = decode_object(text) or {}
+  local fields = {
+    '"v":1',
+    '"id":' .. cjson.encode(user_id),
+    '"active":false',
+    '"developerVaults":' .. encode_array(user.developerVaults),
+    '"updatedAt":' .. int(at),
+  }
+  local known = { v = true, id = true, active = true, developerVaults = true, updatedAt = true }
+  local extra = {}
+  for name in pairs(user) do
+    if type(name) == 'string' and not known[name] then
+      extra[#extra + 1] = name
+    end
+  end
+  table.sort(extra)
+  for _, name in ipairs(extra) do
+    fields[#fields + 1] = cjson.encode(name) .. ':' .. cjson.encode(user[name])
+  end
+  return '{' .. table.concat(fields, ',') .. '}'
+end
+
+-- FCALL fortary_deactivate_user 1 <userId>  ->  receivers
+local function deactivate_user(keys)
+  local user_id = keys[1]
+  if user_id == nil then
+    return fail('usage: FCALL fortary_deactivate_user 1 <userId>')
+  end
+  local text = redis.call('GET', user_string(user_id))
+  if not text then
+    return fail('unknown user ' .. user_id)
+  end
+  local at = now_ms()
+  redis.call('SET', user_string(user_id), inactive_user_json(user_id, text, at))
+  revoke_user_keys(user_id, at)
+  return publish('user.deactivated', user_id, at)
+end
+
+redis.register_function('fortary_revoke', revoke)
+redis.register_function('fortary_put_key', put_key)
+redis.register_function('fortary_put_user', put_user)
+redis.register_function('fortary_deactivate_user', deactivate_user)
+redis.register_function({
+  function_name = 'fortary_version',
+  callback = function()
+    return VERSION
+  end,
+  flags = { 'no-writes' },
+})
