@@ -1,0 +1,316 @@
+/** `fortary-authz keys …`: create, edit, revoke and inspect API keys. */
+import { randomBytes } from 'node:crypto';
+import bcrypt from 'bcrypt';
+import { serializeKeyRecord } from '../core/records';
+import { base62FromBytes, formatToken, KEY_ID_LENGTH, SECRET_LENGTH } from '../core/token';
+import type { KeyRecord } from '../core/types';
+import {
+  bcryptCost,
+  cidrs,
+  DAY_MS,
+  DEFAULT_EXPIRY_DAYS,
+  expiry,
+  flagOption,
+  label,
+  listOption,
+  requireKeyId,
+  requireUserId,
+  stringOption,
+  vaultIds,
+} from './args';
+import { HelpRequested, type Context } from './context';
+import { CliError, UsageError } from './errors';
+import {
+  ensureLibrary,
+  fcall,
+  keyHash,
+  readKey,
+  readUser,
+  requireDeveloper,
+  requireKey,
+  userKeysSet,
+  type StoredKey,
+} from './redis';
+import { sidecarLine } from './users';
+
+export async function keysCommand(ctx: Context, args: readonly string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'create':
+      return createKey(ctx, rest);
+    case 'edit':
+      return editKey(ctx, rest);
+    case 'revoke':
+      return revokeKey(ctx, rest);
+    case 'show':
+      return showKey(ctx, rest);
+    case 'list':
+      return listKeys(ctx, rest);
+    case undefined:
+      throw new UsageError('keys: missing subcommand (create, edit, revoke, show or list)');
+    default:
+      if (sub === '--help' || sub === '-h') throw new HelpRequested();
+      throw new UsageError(`keys: unknown subcommand ${JSON.stringify(sub)}`);
+  }
+}
+
+const EXPIRY_OPTIONS = {
+  'expires-in': { type: 'string' },
+  'expires-at': { type: 'string' },
+  'no-expiry': { type: 'boolean' },
+} as const;
+
+/** keys create --user <userId> --vault <vaultId>... [--ip <cidr>]... [expiry] [--label <text>] [--json] */
+async function createKey(ctx: Context, args: readonly string[]): Promise<void> {
+  const { values } = ctx.parse('keys create', args, {
+    user: { type: 'string' },
+    vault: { type: 'string', multiple: true },
+    ip: { type: 'string', multiple: true },
+    ...EXPIRY_OPTIONS,
+    label: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const userId = requireUserId(stringOption(values, 'user'), '--user');
+  const vaults = vaultIds(listOption(values, 'vault'), '--vault');
+  if (vaults.length === 0) throw new UsageError('keys create: at least one --vault is required');
+  const ipAllowlist = cidrs(listOption(values, 'ip'));
+  const now = ctx.now();
+  const requested = expiry(values, now, 'create');
+  const expiresAt = requested === undefined ? now + DEFAULT_EXPIRY_DAYS * DAY_MS : requested;
+  const keyLabel = label(stringOption(values, 'label')) ?? '';
+  const cost = bcryptCost(ctx.io.env);
+
+  const created = await ctx.withRedis(async (redis) => {
+    await requireDeveloper(redis, userId, vaults);
+    await ensureLibrary(redis);
+    // A fresh id collides with probability ~n/62^12; the function refuses an existing id, so just draw again.
+    for (let attempt = 1; ; attempt++) {
+      const keyId = randomBase62(KEY_ID_LENGTH);
+      const token = formatToken(keyId, randomBase62(SECRET_LENGTH));
+      // The whole token (66 bytes, under bcrypt's 72-byte limit) is hashed: the sidecar compares the token it got.
+      const secretHash = await bcrypt.hash(token, cost);
+      const createdAt = ctx.now();
+      const record = serializeKeyRecord({
+        id: keyId,
+        userId,
+        secretHash,
+        scopes: ['vault:read'],
+        vaults,
+        ipAllowlist,
+        expiresAt,
+        label: keyLabel,
+        createdAt,
+        updatedAt: createdAt,
+      });
+      try {
+        await fcall(redis, 'fortary_put_key', keyId, record, 'create');
+        return { keyId, token };
+      } catch (error) {
+        if (!(error instanceof CliError && error.message === 'key exists' && attempt < 3)) throw error;
+      }
+    }
+  });
+
+  const expires = expiresAt === null ? null : new Date(expiresAt).toISOString();
+  if (flagOption(values, 'json')) {
+    ctx.io.out(JSON.stringify({ keyId: created.keyId, token: created.token, expiresAt: expires }));
+    return;
+  }
+  ctx.io.out(`Created key ${created.keyId} for user ${userId}.`);
+  ctx.io.out(`key:      ${created.keyId}`);
+  ctx.io.out(`token:    ${created.token}`);
+  ctx.io.out(`expires:  ${expires ?? 'never'}`);
+  ctx.io.out('The token will not be shown again: store it now.');
+}
+
+/** keys edit <keyId> [--vault <vaultId>]... [--ip <cidr>]... [--no-ip-restriction] [expiry] [--label <text>] */
+async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
+  const { values, positionals } = ctx.parse(
+    'keys edit',
+    args,
+    {
+      vault: { type: 'string', multiple: true },
+      ip: { type: 'string', multiple: true },
+      'no-ip-restriction': { type: 'boolean' },
+      ...EXPIRY_OPTIONS,
+      label: { type: 'string' },
+    },
+    ['<keyId>'],
+  );
+  const keyId = requireKeyId(positionals[0]);
+  const vaults = vaultIds(listOption(values, 'vault'), '--vault');
+  const ips = cidrs(listOption(values, 'ip'));
+  const noIpRestriction = flagOption(values, 'no-ip-restriction');
+  if (noIpRestriction && ips.length > 0)
+    throw new UsageError('keys edit: --ip and --no-ip-restriction exclude each other');
+  const newExpiry = expiry(values, ctx.now(), 'edit');
+  const newLabel = label(stringOption(values, 'label'));
+  if (
+    vaults.length === 0 &&
+    ips.length === 0 &&
+    !noIpRestriction &&
+    newExpiry === undefined &&
+    newLabel === undefined
+  ) {
+    throw new UsageError(
+      'keys edit: nothing to change (give --vault, --ip, --no-ip-restriction, an expiry or --label)',
+    );
+  }
+
+  const updated = await ctx.withRedis(async (redis) => {
+    const key = await requireKey(redis, keyId);
+    if (key.revokedAt !== null) throw new CliError(`key ${keyId} is revoked; a revoked key cannot be edited`);
+    if (vaults.length > 0) await requireDeveloper(redis, key.userId, vaults);
+    const next: KeyRecord = {
+      ...key,
+      vaults: vaults.length > 0 ? vaults : key.vaults,
+      ipAllowlist: noIpRestriction ? [] : ips.length > 0 ? ips : key.ipAllowlist,
+      expiresAt: newExpiry === undefined ? key.expiresAt : newExpiry,
+      label: newLabel ?? key.label,
+      updatedAt: Math.max(ctx.now(), key.updatedAt + 1),
+    };
+    await ensureLibrary(redis);
+    await fcall(redis, 'fortary_put_key', keyId, serializeKeyRecord(next), 'edit');
+    return next;
+  });
+  ctx.io.out(`Updated key ${keyId}.`);
+  for (const line of describeKey(keyView(updated, ctx.now()))) ctx.io.out(line);
+}
+
+/** keys revoke <keyId> */
+async function revokeKey(ctx: Context, args: readonly string[]): Promise<void> {
+  const { positionals } = ctx.parse('keys revoke', args, {}, ['<keyId>']);
+  const keyId = requireKeyId(positionals[0]);
+  const { before, receivers } = await ctx.withRedis(async (redis) => {
+    if ((await redis.exists(keyHash(keyId))) === 0) throw new CliError(`unknown key ${keyId}`);
+    const before = await redis.hget(keyHash(keyId), 'revokedAt');
+    await ensureLibrary(redis);
+    return { before, receivers: await fcall(redis, 'fortary_revoke', keyId) };
+  });
+  if (before !== null && /^\d+$/.test(before)) {
+    ctx.io.out(
+      `Key ${keyId} was already revoked at ${new Date(Number(before)).toISOString()} (that time is kept).`,
+    );
+  } else {
+    ctx.io.out(`Revoked key ${keyId}.`);
+  }
+  ctx.io.out(sidecarLine(receivers));
+}
+
+/** keys show <keyId> [--json] */
+async function showKey(ctx: Context, args: readonly string[]): Promise<void> {
+  const { values, positionals } = ctx.parse('keys show', args, { json: { type: 'boolean' } }, ['<keyId>']);
+  const keyId = requireKeyId(positionals[0]);
+  const key = await ctx.withRedis((redis) => requireKey(redis, keyId));
+  const view = keyView(key, ctx.now());
+  if (flagOption(values, 'json')) ctx.io.out(JSON.stringify(view));
+  else for (const line of describeKey(view)) ctx.io.out(line);
+}
+
+/** keys list --user <userId> [--json] */
+async function listKeys(ctx: Context, args: readonly string[]): Promise<void> {
+  const { values } = ctx.parse('keys list', args, { user: { type: 'string' }, json: { type: 'boolean' } });
+  const userId = requireUserId(stringOption(values, 'user'), '--user');
+  const keys = await ctx.withRedis(async (redis) => {
+    const ids = await redis.smembers(userKeysSet(userId));
+    if (ids.length === 0 && (await readUser(redis, userId)) === null)
+      throw new CliError(`unknown user ${userId}`);
+    const stored = await Promise.all(ids.map((id) => readKey(redis, id)));
+    return stored.filter((key): key is StoredKey => key !== null);
+  });
+  const now = ctx.now();
+  const views: ListedKey[] = keys
+    .sort(byCreation)
+    .map((key) =>
+      key.ok
+        ? keyView(key.record, now)
+        : { keyId: key.keyId, status: 'invalid' as const, problem: key.problem },
+    );
+  if (flagOption(values, 'json')) {
+    ctx.io.out(JSON.stringify(views));
+    return;
+  }
+  if (views.length === 0) ctx.io.out(`User ${userId} has no keys.`);
+  views.forEach((view, i) => {
+    if (i > 0) ctx.io.out('');
+    if (view.status === 'invalid') {
+      ctx.io.out(`key:      ${view.keyId}`);
+      ctx.io.out(`status:   invalid (${view.problem})`);
+    } else {
+      for (const line of describeKey(view)) ctx.io.out(line);
+    }
+  });
+}
+
+/** What show and list print: everything but the secret hash. Times are ISO-8601 UTC. */
+export interface KeyView {
+  keyId: string;
+  userId: string;
+  status: 'active' | 'expired' | 'revoked';
+  scopes: readonly string[];
+  vaults: readonly string[];
+  ipAllowlist: readonly string[];
+  expiresAt: string | null;
+  label: string;
+  createdAt: string;
+  updatedAt: string;
+  revokedAt: string | null;
+}
+
+type ListedKey = KeyView | { keyId: string; status: 'invalid'; problem: string };
+
+export function keyView(key: KeyRecord, nowMs: number): KeyView {
+  // The same order as the sidecar's keyStateDenial: revoked first, then expired (expiry is the first dead instant).
+  const status =
+    key.revokedAt !== null
+      ? 'revoked'
+      : key.expiresAt !== null && nowMs >= key.expiresAt
+        ? 'expired'
+        : 'active';
+  return {
+    keyId: key.id,
+    userId: key.userId,
+    status,
+    scopes: key.scopes,
+    vaults: key.vaults,
+    ipAllowlist: key.ipAllowlist,
+    expiresAt: iso(key.expiresAt),
+    label: key.label,
+    createdAt: iso(key.createdAt) as string,
+    updatedAt: iso(key.updatedAt) as string,
+    revokedAt: iso(key.revokedAt),
+  };
+}
+
+function describeKey(view: KeyView): string[] {
+  return [
+    `key:      ${view.keyId}`,
+    `user:     ${view.userId}`,
+    `status:   ${view.status}`,
+    `scopes:   ${view.scopes.join(', ')}`,
+    `vaults:   ${view.vaults.length > 0 ? view.vaults.join(', ') : '(none)'}`,
+    `ips:      ${view.ipAllowlist.length > 0 ? view.ipAllowlist.join(', ') : 'any (no IP restriction)'}`,
+    `expires:  ${view.expiresAt ?? 'never'}`,
+    `label:    ${view.label === '' ? '(none)' : view.label}`,
+    `created:  ${view.createdAt}`,
+    `updated:  ${view.updatedAt}`,
+    `revoked:  ${view.revokedAt ?? 'no'}`,
+  ];
+}
+
+/** Oldest first, ties by id; records that break the contract last. */
+function byCreation(a: StoredKey, b: StoredKey): number {
+  const created = (key: StoredKey) => (key.ok ? key.record.createdAt : Number.MAX_SAFE_INTEGER);
+  const id = (key: StoredKey) => (key.ok ? key.record.id : key.keyId);
+  return created(a) - created(b) || (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0);
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+/** `length` base62 characters from the CSPRNG (rejection sampling in the core keeps them unbiased). */
+function randomBase62(length: number): string {
+  for (;;) {
+    const text = base62FromBytes(randomBytes(length + 16), length);
+    if (text !== null) return text;
+  }
+}

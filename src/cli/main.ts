@@ -1,0 +1,136 @@
+/**
+ * `fortary-authz`: operator commands for API keys and users in Redis. run() is the whole CLI behind an injectable
+ * I/O, so tests call it in-process; main() wires it to the process. Every failure is exactly one stderr line,
+ * `fortary-authz: <message>`, with exit status 2 for bad input and 1 for anything else.
+ */
+import { Context, HelpRequested, type CliIo } from './context';
+import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, oneLine, UsageError } from './errors';
+import { keysCommand } from './keys';
+import { ensureLibrary } from './redis';
+import { usersCommand } from './users';
+
+export type { CliIo } from './context';
+
+export const USAGE = `Usage: fortary-authz [--redis <url>] <command> [options]
+
+Manage Fortary API keys and the users they belong to, in the Redis the fortary-authz sidecars read.
+
+Commands:
+  setup
+      Load the Redis function library (idempotent); prints "loaded" or "current".
+  users put <userId> [--developer <vaultId>]... [--inactive]
+      Create or replace a user: the vaults it holds the Developer role on, and its status.
+      --inactive deactivates the user: all of its keys are revoked.
+  users deactivate <userId>
+      Deactivate a user; all of its keys are revoked and stop working.
+  keys create --user <userId> --vault <vaultId>... [--ip <cidr>]...
+              [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--label <text>] [--json]
+      Create a key for an active user holding Developer on every vault given. The expiry defaults to 365 days.
+      Prints the token once; --json prints {"keyId", "token", "expiresAt"} on one line.
+  keys edit <keyId> [--vault <vaultId>]... [--ip <cidr>]... [--no-ip-restriction]
+              [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--label <text>]
+      Edit a key in place. Given --vault values replace the vault list (they must be Developer vaults of the
+      owner), given --ip values replace the IP allowlist, --no-ip-restriction clears it. The secret never changes;
+      a revoked key cannot be edited.
+  keys revoke <keyId>
+      Revoke a key, at once and for good; prints how many sidecars received the event.
+  keys show <keyId> [--json]
+      Show a key (never its secret): owner, scopes, vaults, IPs, expiry, label, times and status.
+  keys list --user <userId> [--json]
+      Show a user's keys, oldest first.
+  help
+      Print this text (also --help or -h, anywhere).
+
+Options:
+  --redis <url>              redis:// or rediss:// URL, password in the URL (default: $REDIS_URL, else
+                             redis://127.0.0.1:6379)
+  --expires-in <N>d          expire N days from now (1-36500)
+  --expires-at <ISO-8601>    expire at a date (2026-06-30, meaning 00:00 UTC) or a date-time with a zone
+                             (2026-06-30T12:00:00Z, 2026-06-30T14:00:00+02:00)
+  --no-expiry                never expire
+
+Environment:
+  REDIS_URL                  Redis to use when --redis is not given
+  FORTARY_BCRYPT_COST        bcrypt cost of new keys' hashes, 4-15 (default 10)
+
+Exit status: 0 success, 1 failure (unknown user or key, refused by Redis, Redis unreachable), 2 usage error.`;
+
+export async function run(argv: readonly string[], io: CliIo): Promise<number> {
+  try {
+    const { redisFlag, rest } = globalOptions(argv);
+    const [command, ...args] = rest;
+    const ctx = new Context(io, redisFlag);
+    switch (command) {
+      case 'setup':
+        await setup(ctx, args);
+        break;
+      case 'users':
+        await usersCommand(ctx, args);
+        break;
+      case 'keys':
+        await keysCommand(ctx, args);
+        break;
+      case 'help':
+        throw new HelpRequested();
+      case undefined:
+        throw new UsageError('missing command (see fortary-authz --help)');
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)} (see fortary-authz --help)`);
+    }
+    return EXIT_OK;
+  } catch (error) {
+    if (error instanceof HelpRequested) {
+      for (const line of USAGE.split('\n')) io.out(line);
+      return EXIT_OK;
+    }
+    io.err(`fortary-authz: ${oneLine(error)}`);
+    return error instanceof CliError ? error.exitCode : EXIT_FAILURE;
+  }
+}
+
+/** Options before the command: `--redis <url>` / `--redis=<url>` and `--help`. */
+function globalOptions(argv: readonly string[]): { redisFlag: string | undefined; rest: string[] } {
+  const rest = [...argv];
+  let redisFlag: string | undefined;
+  for (;;) {
+    const arg = rest[0];
+    if (arg === '--help' || arg === '-h') throw new HelpRequested();
+    if (arg !== '--redis' && !arg?.startsWith('--redis=')) break;
+    if (redisFlag !== undefined) throw new UsageError('--redis given more than once');
+    rest.shift();
+    if (arg === '--redis') {
+      const value = rest.shift();
+      if (value === undefined || value.startsWith('-')) throw new UsageError('--redis needs a value');
+      redisFlag = value;
+    } else {
+      redisFlag = arg.slice('--redis='.length);
+    }
+  }
+  if (rest[0]?.startsWith('-')) throw new UsageError(`unknown option ${rest[0]} (see fortary-authz --help)`);
+  return { redisFlag, rest };
+}
+
+/** setup: loads the function library unless this version is loaded already. */
+async function setup(ctx: Context, args: readonly string[]): Promise<void> {
+  ctx.parse('setup', args, {});
+  const result = await ctx.withRedis((redis) => ensureLibrary(redis));
+  ctx.io.out(result);
+}
+
+/** The process entry point, called by bin/fortary-authz.js. */
+export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  // A closed pipe (`fortary-authz --help | head -1`) is not an error worth a stack trace.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
+  }
+  const write = (stream: NodeJS.WriteStream) => (line: string) => void stream.write(`${line}\n`);
+  const code = await run(argv, { out: write(process.stdout), err: write(process.stderr), env: process.env });
+  process.exitCode = code;
+  // The work is done and reported; a timer ioredis left behind (a command timeout on an abandoned connection)
+  // must not hold the process. stdout/stderr writes to files and pipes are synchronous on Linux.
+  setTimeout(() => process.exit(code), 50).unref();
+}
+
+export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE };

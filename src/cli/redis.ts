@@ -1,0 +1,160 @@
+/**
+ * The CLI's Redis connection: one attempt, a short deadline, no retries and no offline queue, so an unreachable
+ * Redis is reported within about three seconds instead of hanging. Plus the reads and function calls the commands
+ * share, each mapping Redis' refusals to operator messages.
+ */
+import Redis from 'ioredis';
+import { ensureFunctionLibrary } from '../adapters/redis/function-library';
+import { parseKeyRecord, parseUserRecord } from '../core/records';
+import type { KeyRecord, UserRecord } from '../core/types';
+import { CliError, UsageError, oneLine } from './errors';
+
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+const CONNECT_DEADLINE_MS = 3000;
+const COMMAND_TIMEOUT_MS = 5000;
+
+/** The Redis URL from `--redis`, else REDIS_URL, else the default; refused when it is not a redis(s) URL. */
+export function redisUrl(flag: string | undefined, env: Record<string, string | undefined>): string {
+  const url = flag ?? (env.REDIS_URL || DEFAULT_REDIS_URL);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new UsageError(`${redact(url)} is not a Redis URL (redis://host:port or rediss://…)`);
+  }
+  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
+    throw new UsageError(`${redact(url)} is not a Redis URL (redis://host:port or rediss://…)`);
+  }
+  return url;
+}
+
+/** The URL without its password, for messages. */
+export function redact(url: string): string {
+  return url.replace(/\/\/[^@/\s]*@/, '//***@');
+}
+
+/** Opens a connection, runs `fn`, and always closes the connection. */
+export async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: CONNECT_DEADLINE_MS - 500,
+    commandTimeout: COMMAND_TIMEOUT_MS,
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => null,
+    reconnectOnError: () => false,
+    enableOfflineQueue: false,
+    connectionName: 'fortary-authz-cli',
+  });
+  // Without a listener ioredis prints connection errors itself; the CLI reports them once, as one line. The
+  // socket's own error (ECONNREFUSED, ENOTFOUND, WRONGPASS…) says more than ioredis' "Connection is closed".
+  let socketError: unknown;
+  redis.on('error', (error: unknown) => {
+    socketError ??= error;
+  });
+  try {
+    await connect(redis, url, () => socketError);
+    return await fn(redis);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function connect(redis: Redis, url: string, cause: () => unknown): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`no answer within ${CONNECT_DEADLINE_MS} ms`)),
+      CONNECT_DEADLINE_MS,
+    );
+  });
+  try {
+    await Promise.race([redis.connect(), deadline]);
+  } catch (error) {
+    throw new CliError(`cannot connect to Redis at ${redact(url)}: ${redact(oneLine(cause() ?? error))}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Loads the function library if needed; an ACL without FUNCTION or a Redis without functions is one clear line. */
+export async function ensureLibrary(redis: Redis): Promise<'loaded' | 'current'> {
+  try {
+    return await ensureFunctionLibrary(redis);
+  } catch (error) {
+    const message = oneLine(error);
+    if (/NOPERM/i.test(message)) {
+      throw new CliError(
+        `cannot load the Redis function library: ${message} (let an admin run 'fortary-authz setup', or grant +function|load)`,
+      );
+    }
+    if (/unknown command/i.test(message)) {
+      throw new CliError(`Redis has no functions (Redis 7 or later is needed): ${message}`);
+    }
+    throw new CliError(`cannot load the Redis function library: ${message}`);
+  }
+}
+
+/** Calls a library function; Redis' `ERR …` refusals become CliErrors with the message after `ERR`. */
+export async function fcall(redis: Redis, fn: string, id: string, ...args: string[]): Promise<number> {
+  try {
+    return Number(await redis.fcall(fn, 1, id, ...args));
+  } catch (error) {
+    const message = oneLine(error);
+    if (isReplyError(error)) throw new CliError(message.replace(/^ERR /, ''));
+    throw error;
+  }
+}
+
+function isReplyError(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError';
+}
+
+export const keyHash = (keyId: string) => `fortary:key:${keyId}`;
+export const userString = (userId: string) => `fortary:user:${userId}`;
+export const userKeysSet = (userId: string) => `fortary:user-keys:${userId}`;
+
+export type StoredKey = { ok: true; record: KeyRecord } | { ok: false; keyId: string; problem: string };
+
+/** The key as stored, null when there is no such key; a record breaking the contract is returned as a problem. */
+export async function readKey(redis: Redis, keyId: string): Promise<StoredKey | null> {
+  const fields = await redis.hgetall(keyHash(keyId));
+  if (Object.keys(fields).length === 0) return null;
+  const parsed = parseKeyRecord(keyId, {
+    record: fields.record ?? null,
+    revokedAt: fields.revokedAt ?? null,
+  });
+  return parsed.ok ? { ok: true, record: parsed.value } : { ok: false, keyId, problem: parsed.error };
+}
+
+/** A key that must exist and be valid. */
+export async function requireKey(redis: Redis, keyId: string): Promise<KeyRecord> {
+  const key = await readKey(redis, keyId);
+  if (key === null) throw new CliError(`unknown key ${keyId}`);
+  if (!key.ok) throw new CliError(`the stored record of key ${keyId} is invalid: ${key.problem}`);
+  return key.record;
+}
+
+/** The user as stored, null when there is no such user. */
+export async function readUser(redis: Redis, userId: string): Promise<UserRecord | null> {
+  const text = await redis.get(userString(userId));
+  if (text === null) return null;
+  const parsed = parseUserRecord(userId, text);
+  if (!parsed.ok) throw new CliError(`the stored record of user ${userId} is invalid: ${parsed.error}`);
+  return parsed.value;
+}
+
+/** A user that must exist, be active and hold Developer on every vault given. */
+export async function requireDeveloper(
+  redis: Redis,
+  userId: string,
+  vaults: readonly string[],
+): Promise<UserRecord> {
+  const user = await readUser(redis, userId);
+  if (user === null) throw new CliError(`unknown user ${userId}`);
+  if (!user.active) throw new CliError(`user ${userId} is not active`);
+  const missing = vaults.filter((vault) => !user.developerVaults.includes(vault));
+  if (missing.length > 0) {
+    throw new CliError(`user ${userId} does not hold the Developer role on vault ${missing.join(', ')}`);
+  }
+  return user;
+}

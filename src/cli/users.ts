@@ -1,0 +1,79 @@
+/** `fortary-authz users …`: the user records keys inherit their owner's live roles from. */
+import { serializeUserRecord } from '../core/records';
+import { flagOption, listOption, requireUserId, vaultIds } from './args';
+import { HelpRequested, type Context } from './context';
+import { CliError, UsageError } from './errors';
+import { ensureLibrary, fcall, userKeysSet, userString } from './redis';
+
+export async function usersCommand(ctx: Context, args: readonly string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'put':
+      return putUser(ctx, rest);
+    case 'deactivate':
+      return deactivateUser(ctx, rest);
+    case undefined:
+      throw new UsageError('users: missing subcommand (put or deactivate)');
+    default:
+      if (sub === '--help' || sub === '-h') throw new HelpRequested();
+      throw new UsageError(`users: unknown subcommand ${JSON.stringify(sub)}`);
+  }
+}
+
+/** users put <userId> [--developer <vaultId>]... [--inactive] */
+async function putUser(ctx: Context, args: readonly string[]): Promise<void> {
+  const { values, positionals } = ctx.parse(
+    'users put',
+    args,
+    { developer: { type: 'string', multiple: true }, inactive: { type: 'boolean' } },
+    ['<userId>'],
+  );
+  const userId = requireUserId(positionals[0], '<userId>');
+  const developerVaults = vaultIds(listOption(values, 'developer'), '--developer');
+  const active = !flagOption(values, 'inactive');
+  const receivers = await ctx.withRedis(async (redis) => {
+    const before = await redis.get(userString(userId));
+    await ensureLibrary(redis);
+    const updatedAt = Math.max(ctx.now(), (before !== null ? storedUpdatedAt(before) : 0) + 1);
+    const record = serializeUserRecord({ id: userId, active, developerVaults, updatedAt });
+    return { created: before === null, receivers: await fcall(redis, 'fortary_put_user', userId, record) };
+  });
+  const roles = developerVaults.length > 0 ? developerVaults.join(', ') : 'no vault';
+  ctx.io.out(
+    `${receivers.created ? 'Created' : 'Updated'} user ${userId}: ${active ? 'active' : 'inactive'}, Developer on ${roles}.`,
+  );
+  if (!active) ctx.io.out('The user is inactive: all of its keys are revoked.');
+  ctx.io.out(sidecarLine(receivers.receivers));
+}
+
+/** users deactivate <userId> */
+async function deactivateUser(ctx: Context, args: readonly string[]): Promise<void> {
+  const { positionals } = ctx.parse('users deactivate', args, {}, ['<userId>']);
+  const userId = requireUserId(positionals[0], '<userId>');
+  const { keys, receivers } = await ctx.withRedis(async (redis) => {
+    // Only existence is checked: an unreadable record must not stand in the way of a deactivation.
+    if ((await redis.exists(userString(userId))) === 0) throw new CliError(`unknown user ${userId}`);
+    const keys = await redis.scard(userKeysSet(userId));
+    await ensureLibrary(redis);
+    return { keys, receivers: await fcall(redis, 'fortary_deactivate_user', userId) };
+  });
+  ctx.io.out(`Deactivated user ${userId}; its ${keys} key(s) are revoked.`);
+  ctx.io.out(sidecarLine(receivers));
+}
+
+/** The stored record's updatedAt, so a rewrite's updatedAt always moves forward; 0 when unreadable. */
+function storedUpdatedAt(text: string): number {
+  try {
+    const value = (JSON.parse(text) as { updatedAt?: unknown }).updatedAt;
+    return typeof value === 'number' && Number.isSafeInteger(value) ? value : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export function sidecarLine(receivers: number): string {
+  if (receivers === 0) {
+    return 'No sidecar received the event (none is subscribed now); a sidecar resyncs when it subscribes.';
+  }
+  return `${receivers} sidecar(s) received the event.`;
+}
