@@ -10,18 +10,24 @@ export const FUNCTION_LIBRARY_NAME = 'fortary';
 /** Must equal `local VERSION` in functions.lua (checked when the file is read). */
 export const FUNCTION_LIBRARY_VERSION = '1';
 
-/** Where the library lives, relative to the package root (tsc does not copy .lua files into dist/). */
+/** Where the library lives in the sources, relative to the package root (tsc does not copy .lua files). */
 const LIBRARY_PATH = path.join('src', 'adapters', 'redis', 'functions.lua');
 
-/** The package root: the nearest directory above `from` holding package.json and the library. */
-export function packageRoot(from: string = __dirname): string {
-  let dir = from;
-  for (;;) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, LIBRARY_PATH))) return dir;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`cannot find ${LIBRARY_PATH} in any directory above ${from}`);
-    dir = parent;
+/**
+ * The library file: `src/adapters/redis/functions.lua` under the package root (the nearest directory above `from`
+ * with package.json), which serves both src/ under Jest and dist/src/ after tsc; else a copy next to the compiled
+ * module, as the Docker image ships it (dist/src/adapters/redis/functions.lua, no src/).
+ */
+export function functionLibraryPath(from: string = __dirname): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, LIBRARY_PATH))) {
+      return path.join(dir, LIBRARY_PATH);
+    }
+    if (path.dirname(dir) === dir) break;
   }
+  const sibling = path.join(from, 'functions.lua');
+  if (existsSync(sibling)) return sibling;
+  throw new Error(`cannot find ${LIBRARY_PATH} above ${from}, nor functions.lua beside it`);
 }
 
 let cachedSource: string | null = null;
@@ -29,14 +35,14 @@ let cachedSource: string | null = null;
 /** The library's Lua source, checked to declare the expected name and version. */
 export function functionLibrarySource(): string {
   if (cachedSource !== null) return cachedSource;
-  const source = readFileSync(path.join(packageRoot(), LIBRARY_PATH), 'utf8');
+  const source = readFileSync(functionLibraryPath(), 'utf8');
   if (!source.startsWith(`#!lua name=${FUNCTION_LIBRARY_NAME}\n`)) {
-    throw new Error(`${LIBRARY_PATH} does not declare the library ${FUNCTION_LIBRARY_NAME}`);
+    throw new Error(`functions.lua does not declare the library ${FUNCTION_LIBRARY_NAME}`);
   }
   const version = /^local VERSION = '([^']*)'$/m.exec(source)?.[1];
   if (version !== FUNCTION_LIBRARY_VERSION) {
     throw new Error(
-      `${LIBRARY_PATH} is version ${version ?? '(none)'}, the code expects ${FUNCTION_LIBRARY_VERSION}`,
+      `functions.lua is version ${version ?? '(none)'}, the code expects ${FUNCTION_LIBRARY_VERSION}`,
     );
   }
   cachedSource = source;
