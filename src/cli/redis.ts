@@ -43,6 +43,8 @@ export async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>
     retryStrategy: () => null,
     reconnectOnError: () => false,
     enableOfflineQueue: false,
+    // The ready check runs INFO, which an operator ACL need not allow, and ioredis would print a warning.
+    enableReadyCheck: false,
     connectionName: 'fortary-authz-cli',
   });
   // Without a listener ioredis prints connection errors itself; the CLI reports them once, as one line. The
