@@ -21,8 +21,8 @@ export function extractCredential(req: AuthzRequest): CredentialResult {
   if (values.length === 0) return missingCredential(req);
   if (values.length > 1) return misplaced('more than one Authorization header');
   const value = values[0] as string;
-  if (value.length > MAX_AUTHORIZATION_LENGTH) return malformed(`authorization value of ${value.length} chars`);
   if (value.includes(',')) return misplaced('comma-joined Authorization values');
+  if (value.length > MAX_AUTHORIZATION_LENGTH) return malformed(`authorization value of ${value.length} chars`);
   const space = value.indexOf(' ');
   const scheme = space < 0 ? value : value.slice(0, space);
   if (scheme.toLowerCase() !== 'bearer') return misplaced(`authorization scheme is not Bearer`);
