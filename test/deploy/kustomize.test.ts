@@ -154,6 +154,11 @@ describe('checkManifests', () => {
       /FORTARY_GRPC_ADDR must be a loopback/,
     ],
     [
+      'liveness that follows Redis',
+      (o) => delete obj(obj(containerOf(o, SIDECAR).livenessProbe).grpc).service,
+      /liveness must ask for "liveness"/,
+    ],
+    [
       'probe on the loopback Check port',
       (o) => (obj(containerOf(o, SIDECAR).readinessProbe).grpc = { port: 9191 }),
       /readinessProbe must be a gRPC probe on the health port/,

@@ -11,6 +11,8 @@ export const NAMESPACE = 'fortary';
 export const SIDECAR = 'fortary-authz';
 export const ENVOY_IMAGE = 'envoyproxy/envoy:v1.37.0';
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+/** The grpc.health.v1 service name that reports only whether the process is alive. */
+export const LIVENESS_SERVICE = 'liveness';
 
 export interface ManifestOptions {
   /** The exact text of envoy/envoy.yaml, which the generated ConfigMap must hold. */
@@ -230,8 +232,17 @@ export function checkManifests(objects: Obj[], options: ManifestOptions): string
   for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
     const p = at(sidecar, probe);
     if (p === undefined && probe === 'startupProbe') continue;
-    if (num(at(p, 'grpc', 'port')) !== health?.port)
+    if (num(at(p, 'grpc', 'port')) !== health?.port) {
       problems.push(`sidecar ${probe} must be a gRPC probe on the health port`);
+    }
+  }
+  // "" follows readiness (the Redis connection); "liveness" only the process (src/adapters/grpc/grpc-server.ts).
+  if ((at(sidecar, 'readinessProbe', 'grpc', 'service') ?? '') !== '')
+    problems.push('sidecar readiness must ask for ""');
+  if (at(sidecar, 'livenessProbe', 'grpc', 'service') !== LIVENESS_SERVICE) {
+    problems.push(
+      `sidecar liveness must ask for "${LIVENESS_SERVICE}", or a Redis outage restarts every pod`,
+    );
   }
   const admin = parseHostPort(envValue(sidecar, 'FORTARY_ADMIN_ADDR'));
   const metricsPort = arr(sidecar.ports).find((p) => at(p, 'name') === 'metrics');
