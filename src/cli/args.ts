@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { isValidCidr } from '../core/network';
 import { USER_ID_PATTERN, isKeyId, isVaultId } from '../core/records';
-import { UsageError } from './errors';
+import { messageOf, UsageError } from './errors';
 
 export type OptionSpec = Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
 export type OptionValues = Record<string, string | boolean | string[] | undefined>;
@@ -61,7 +61,7 @@ export function parseCommand(
 
 function describeParseError(error: unknown): string {
   const code = (error as { code?: unknown }).code;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   const option = /'(-[^' ]*)/.exec(message)?.[1] ?? '';
   switch (code) {
     case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':

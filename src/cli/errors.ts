@@ -25,6 +25,11 @@ export class UsageError extends CliError {
 
 /** Any error as a single line: messages from Redis or Node may span several. */
 export function oneLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return text.replace(/\s+/g, ' ').trim() || 'unknown error';
+  return messageOf(error).replace(/\s+/g, ' ').trim() || 'unknown error';
+}
+
+/** An error's message; duck-typed, as errors from another realm (a VM context, a worker) are not `instanceof Error`. */
+export function messageOf(error: unknown): string {
+  const message = (error as { message?: unknown } | null)?.message;
+  return typeof message === 'string' ? message : String(error);
 }

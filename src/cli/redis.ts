@@ -57,7 +57,8 @@ export async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>
     await connect(redis, url, () => socketError);
     return await fn(redis);
   } finally {
-    redis.disconnect();
+    // Disconnecting an ended client would arm ioredis' close timer on a socket that never closes again.
+    if (redis.status !== 'end') redis.disconnect();
   }
 }
 
@@ -108,7 +109,7 @@ export async function fcall(redis: Redis, fn: string, id: string, ...args: strin
 }
 
 function isReplyError(error: unknown): boolean {
-  return error instanceof Error && error.name === 'ReplyError';
+  return (error as { name?: unknown } | null)?.name === 'ReplyError';
 }
 
 export const keyHash = (keyId: string) => `fortary:key:${keyId}`;
