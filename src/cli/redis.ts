@@ -55,7 +55,13 @@ export async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>
   });
   try {
     await connect(redis, url, () => socketError);
-    return await fn(redis);
+    try {
+      return await fn(redis);
+    } catch (error) {
+      if (error instanceof CliError) throw error;
+      // A Redis error reply, a dropped connection, a command timeout: one line naming the Redis.
+      throw new CliError(`Redis at ${redact(url)}: ${redact(oneLine(error))}`);
+    }
   } finally {
     // Disconnecting an ended client would arm ioredis' close timer on a socket that never closes again.
     if (redis.status !== 'end') redis.disconnect();

@@ -548,6 +548,7 @@ describe('refusals (in-process): exit status, one stderr line, Redis unchanged',
     ).keyId;
     await cli(['keys', 'revoke', REVOKED]);
     await redis.hset(`fortary:key:${CORRUPT}`, 'record', 'not json');
+    await redis.set('fortary:key:wr0ngTyp3Key', 'a string where a hash belongs');
     DEAD = `redis://127.0.0.1:${await freePort()}`;
   });
 
@@ -838,6 +839,12 @@ describe('refusals (in-process): exit status, one stderr line, Redis unchanged',
     ['show with an unknown flag', ['keys', 'show', '$KEY', '--secret'], 2, /unknown option --secret/],
     ['show of an unknown key', ['keys', 'show', 'AAAAAAAAAAAA'], 1, /unknown key AAAAAAAAAAAA/],
     ['show of an unreadable record', ['keys', 'show', CORRUPT], 1, /is invalid: record is not JSON/],
+    [
+      'show of a key stored with the wrong type',
+      ['keys', 'show', 'wr0ngTyp3Key'],
+      1,
+      /^fortary-authz: Redis at redis:\/\/127\.0\.0\.1:\d+: WRONGTYPE/,
+    ],
     ['list without --user', ['keys', 'list'], 2, /missing --user/],
     ['list with a bad user id', ['keys', 'list', '--user', '@alice'], 2, /is not a user id/],
     ['list of an unknown user', ['keys', 'list', '--user', 'nobody'], 1, /unknown user nobody/],
