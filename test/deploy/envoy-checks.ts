@@ -148,6 +148,14 @@ export function checkEnvoyConfig(config: unknown): string[] {
   if (!managers.some((m) => m.port === 8080 && m.extAuthz !== undefined)) {
     problems.push('no listener on port 8080 with the ext_authz filter');
   }
+  // The kubelet's readiness probe: answered by Envoy itself on the public port, never forwarded.
+  const healthz = managers
+    .filter((m) => m.port === 8080)
+    .flatMap((m) => routesOf(m.hcm))
+    .find(({ route }) => at(route, 'match', 'path') === '/healthz');
+  if (healthz === undefined || at(healthz.route, 'direct_response', 'status') !== 200) {
+    problems.push('port 8080 needs a /healthz route answered by Envoy (direct_response 200)');
+  }
 
   for (const m of managers) {
     const where = `listener ${m.listener}`;

@@ -117,6 +117,18 @@ describe('envoy/envoy.yaml', () => {
       (c) => (publicManager(c).hcm.path_with_escaped_slashes_action = 'KEEP_UNCHANGED'),
       /REJECT_REQUEST/,
     ],
+    [
+      '/healthz forwarded to the API',
+      (c) => {
+        const r = routes(c)[0];
+        if (r !== undefined) {
+          delete r.direct_response;
+          delete r.typed_per_filter_config;
+          r.route = { cluster: 'fortary_api' };
+        }
+      },
+      /needs a \/healthz route answered by Envoy/,
+    ],
     ['XFF trusted', (c) => (publicManager(c).hcm.use_remote_address = false), /use_remote_address/],
     [
       'router first',
