@@ -31,7 +31,7 @@ async function putUser(ctx: Context, args: readonly string[]): Promise<void> {
   const userId = requireUserId(positionals[0], '<userId>');
   const developerVaults = vaultIds(listOption(values, 'developer'), '--developer');
   const active = !flagOption(values, 'inactive');
-  const receivers = await ctx.withRedis(async (redis) => {
+  const result = await ctx.withRedis(async (redis) => {
     const before = await redis.get(userString(userId));
     await ensureLibrary(redis);
     const updatedAt = Math.max(ctx.now(), (before !== null ? storedUpdatedAt(before) : 0) + 1);
@@ -40,10 +40,10 @@ async function putUser(ctx: Context, args: readonly string[]): Promise<void> {
   });
   const roles = developerVaults.length > 0 ? developerVaults.join(', ') : 'no vault';
   ctx.io.out(
-    `${receivers.created ? 'Created' : 'Updated'} user ${userId}: ${active ? 'active' : 'inactive'}, Developer on ${roles}.`,
+    `${result.created ? 'Created' : 'Updated'} user ${userId}: ${active ? 'active' : 'inactive'}, Developer on ${roles}.`,
   );
   if (!active) ctx.io.out('The user is inactive: all of its keys are revoked.');
-  ctx.io.out(sidecarLine(receivers.receivers));
+  ctx.io.out(sidecarLine(result.receivers));
 }
 
 /** users deactivate <userId> */
