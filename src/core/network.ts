@@ -13,8 +13,7 @@ export type CidrList = readonly CompiledRange[];
 export function parseIp(text: string): Address | null {
   const trimmed = text.trim();
   // ipaddr.js also accepts shorthand like "10.1" or octal; an address from Envoy or XFF must be canonical.
-  if (!ipaddr.IPv4.isValidFourPartDecimal(trimmed) && !ipaddr.IPv6.isValid(trimmed)) return null;
-  if (trimmed.includes('%')) return null;
+  if (!ipaddr.IPv4.isValidFourPartDecimal(trimmed) && !isStrictIPv6(trimmed)) return null;
   try {
     return ipaddr.process(trimmed);
   } catch {
@@ -44,7 +43,7 @@ function compileCidr(cidr: string): CompiledRange | null {
   let address: Address;
   try {
     if (ipaddr.IPv4.isValidFourPartDecimal(ip)) address = ipaddr.IPv4.parse(ip);
-    else if (ipaddr.IPv6.isValid(ip) && !ip.includes('%')) address = ipaddr.IPv6.parse(ip);
+    else if (isStrictIPv6(ip)) address = ipaddr.IPv6.parse(ip);
     else return null;
   } catch {
     return null;
@@ -55,6 +54,13 @@ function compileCidr(cidr: string): CompiledRange | null {
   // `::ffff:10.0.0.0/104` is an IPv4 range in disguise; store it as one so IPv4 clients match it.
   if (v6.isIPv4MappedAddress() && bits >= 96) return [v6.toIPv4Address(), bits - 96];
   return [address, bits];
+}
+
+/** IPv6 without zone ids, and with any embedded IPv4 part in plain four-part decimal (no octal or hex). */
+function isStrictIPv6(text: string): boolean {
+  if (text.includes('%') || !ipaddr.IPv6.isValid(text)) return false;
+  if (!text.includes('.')) return true;
+  return ipaddr.IPv4.isValidFourPartDecimal(text.slice(text.lastIndexOf(':') + 1));
 }
 
 export function isValidCidr(cidr: string): boolean {

@@ -52,11 +52,31 @@ function pathProblem(path: string): string | null {
   const segments = path.split('/');
   for (let i = 1; i < segments.length; i++) {
     const segment = segments[i] as string;
-    if (segment === '.' || segment === '..') return 'dot segment';
     if (segment === '' && i < segments.length - 1) return 'empty segment';
-    if (segment.endsWith('.')) return 'segment ends with a dot';
+    const problem = segmentProblem(segment.includes('%') ? decodeEscapes(segment) : segment);
+    if (problem !== null) return problem;
   }
   return null;
+}
+
+/**
+ * Judged on the decoded segment: servers that decode and then trim (IIS, Spring's trimTokens) read `..%20` as
+ * `..`, Windows strips trailing dots, and a decoded `?` or `#` ends the path for a server that decodes first.
+ */
+function segmentProblem(decoded: string): string | null {
+  const cut = decoded.search(/[?#]/);
+  for (const text of cut < 0 ? [decoded] : [decoded, decoded.slice(0, cut)]) {
+    const trimmed = text.trim();
+    if (trimmed === '.' || trimmed === '..') return 'dot segment';
+    if (trimmed !== text) return 'segment starts or ends with whitespace';
+    if (text.endsWith('.')) return 'segment ends with a dot';
+  }
+  return null;
+}
+
+/** Decodes the escapes pathProblem already allowed (printable ASCII only). */
+function decodeEscapes(segment: string): string {
+  return segment.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
 
 function encodingProblem(path: string, at: number): string | null {

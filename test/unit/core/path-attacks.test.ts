@@ -405,9 +405,9 @@ describe('path attacks against a key allowed only on alpha', () => {
 
   for (const row of ROWS) it(label(row), () => checkRow(row[1], row[2]));
 
-  describe('known defects (it.failing: flip to it() once src/core refuses them)', () => {
+  describe('reported defects, now refused (regression guard)', () => {
     for (const row of [...DEFECT_ROWS, ...LOWER_SEVERITY_ROWS])
-      it.failing(label(row), () => checkRow(row[1], row[2]));
+      it(label(row), () => checkRow(row[1], row[2]));
   });
 });
 
@@ -428,12 +428,12 @@ describe('open paths cannot be used to reach a vault', () => {
     [212, '/v1/status/%252e%252e/vaults/beta', 'path_rejected'],
     [213, '/v1/me/', 'vault_missing'],
     [214, '/v1/statusx', 'vault_missing'],
-    [215, '/v1/status/..%3f/vaults/beta', 'allow'],
+    [215, '/v1/status/..%3f/vaults/beta', 'path_rejected'],
   ];
   for (const row of OPEN_ROWS) it(label(row), () => checkRow(row[1], row[2], OPEN_PATHS));
 
-  // DEFECT (reported): with `/v1/status/*` open, any valid key reaches any vault on a trimming upstream.
-  it.failing(label([216, '/v1/status/..%20/vaults/beta', 'path_rejected']), () =>
+  // Reported defect, fixed: with `/v1/status/*` open, any valid key reaches any vault on a trimming upstream.
+  it(label([216, '/v1/status/..%20/vaults/beta', 'path_rejected']), () =>
     checkRow('/v1/status/..%20/vaults/beta', 'path_rejected', OPEN_PATHS),
   );
 });
@@ -586,7 +586,7 @@ describe('parseVaultPath agrees with every server model (property)', () => {
 
   // DEFECT (reported): adding encoded spaces to the grammar finds paths the core accepts that a trimming upstream
   // (Windows/IIS, Spring trimTokens) routes to another vault, e.g. /v1/vaults/alpha/..%20/beta.
-  it.failing('with %20 in the grammar as well', () => {
+  it('with %20 in the grammar as well', () => {
     fc.assert(
       fc.property(pathArbitrary([...SEGMENT_ATOMS, '..%20', '.%20', '%20', 'beta%20']), (path) =>
         agreesWithEveryModel(path),
@@ -597,7 +597,7 @@ describe('parseVaultPath agrees with every server model (property)', () => {
 
   // DEFECT (reported, lower severity): `..%3f` / `..%23` end a segment that an upstream decoding before it splits
   // the query reads as `..`.
-  it.failing('with %3f and %23 in the grammar as well', () => {
+  it('with %3f and %23 in the grammar as well', () => {
     fc.assert(
       fc.property(pathArbitrary([...SEGMENT_ATOMS, '..%3f', '..%23', '%3f', '%23']), (path) =>
         agreesWithEveryModel(path),
