@@ -1,0 +1,133 @@
+/**
+ * The sidecar as an operator runs it: `node dist/src/main.js`, configured by the environment, probed through
+ * grpc.health.v1 and /metrics, stopped with SIGTERM.
+ */
+import { execFile, spawn } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { envoyRequest, makeCheckClient, metadataOf } from '../support/check-client';
+import { createKey, putUser, waitFor } from '../support/fixtures';
+import { startRedis, freePort, type RedisInstance } from '../support/redis-server';
+import { ROOT, spawnSidecar, waitForServing, type SidecarProcess } from '../support/sidecar-process';
+import { verdict } from '../support/sidecar-harness';
+import { formatToken } from '../../src/core/token';
+
+const run = promisify(execFile);
+let redis: RedisInstance;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  await putUser(redis.client(), { id: 'alice', developerVaults: ['alpha'] });
+});
+
+afterAll(async () => {
+  await redis.stop();
+});
+
+describe('a running sidecar', () => {
+  let sidecar: SidecarProcess;
+  afterEach(async () => {
+    await sidecar?.stop('SIGKILL');
+  });
+
+  it('serves health, allows and denies, counts decisions in /metrics, and drains on SIGTERM with exit 0', async () => {
+    const key = await createKey(redis.client(), { userId: 'alice', vaults: ['alpha'] });
+    sidecar = await spawnSidecar({ REDIS_URL: redis.url });
+    await waitForServing(sidecar);
+    expect(await sidecar.health('liveness')).toBe('SERVING');
+    expect(await sidecar.health('no-such-service')).toMatch(/NOT_FOUND/);
+
+    const client = makeCheckClient(`127.0.0.1:${sidecar.grpcPort}`);
+    const allowed = await client(
+      envoyRequest({ authorization: `Bearer ${key.token}`, path: '/v1/vaults/alpha/x' }),
+    );
+    expect(verdict(allowed).allow).toBe(true);
+    const denied = await client(
+      envoyRequest({ authorization: `Bearer ${key.token}`, path: '/v1/vaults/beta/x' }),
+    );
+    expect(verdict(denied)).toMatchObject({ allow: false, http: 403, grpc: 7 });
+    expect(metadataOf(denied).reason).toBe('vault_not_allowed');
+    const missing = await client(envoyRequest({ path: '/v1/vaults/alpha/x' }));
+    expect(verdict(missing)).toMatchObject({ allow: false, http: 401 });
+
+    const metrics = await (await fetch(`http://127.0.0.1:${sidecar.adminPort}/metrics`)).text();
+    expect(metrics).toMatch(/fortary_authz_decisions_total\{outcome="allow",reason="allowed"\} 1\n/);
+    expect(metrics).toMatch(/fortary_authz_decisions_total\{outcome="deny",reason="vault_not_allowed"\} 1\n/);
+    expect(metrics).toMatch(
+      /fortary_authz_decisions_total\{outcome="deny",reason="credentials_missing"\} 1\n/,
+    );
+    expect(metrics).toMatch(/fortary_authz_check_duration_seconds_count\{outcome="allow"\} 1\n/);
+    expect(metrics).toMatch(/fortary_authz_cache_requests_total\{cache="key",result="miss"\} 1\n/);
+    expect(metrics).toMatch(/fortary_authz_subscriber_connected 1\n/);
+    expect(metrics).not.toContain(key.keyId);
+    expect((await fetch(`http://127.0.0.1:${sidecar.adminPort}/readyz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${sidecar.adminPort}/healthz`)).status).toBe(200);
+    client.close();
+
+    expect(await sidecar.stop('SIGTERM')).toBe(0);
+    const logs = sidecar.output();
+    expect(logs).toContain('"reason":"vault_not_allowed"');
+    expect(logs).not.toContain(key.token);
+    expect(logs).not.toContain(key.secretHash);
+  });
+
+  it('answers 503 while Redis is unreachable, reports NOT_SERVING, and heals by itself when Redis appears', async () => {
+    const port = await freePort();
+    sidecar = await spawnSidecar({ REDIS_URL: `redis://127.0.0.1:${port}` });
+    await waitFor(async () => (await sidecar.health()) === 'NOT_SERVING', 10_000, 50);
+    const client = makeCheckClient(`127.0.0.1:${sidecar.grpcPort}`);
+    // A well-formed token needs Redis; a malformed one is refused without it.
+    const token = 'Bearer fty_000000000000_' + 'A'.repeat(49);
+    const wellFormed = `Bearer ${formatToken('AAAAAAAAAAAA', 'B'.repeat(43))}`;
+    const down = await client(envoyRequest({ authorization: wellFormed, path: '/v1/vaults/alpha' }));
+    expect(verdict(down)).toMatchObject({ allow: false, http: 503, grpc: 14 });
+    expect(metadataOf(down).reason).toBe('store_unavailable');
+    expect(verdict(await client(envoyRequest({ authorization: token }))).http).toBe(401);
+    expect((await fetch(`http://127.0.0.1:${sidecar.adminPort}/readyz`)).status).toBe(503);
+
+    // Redis appears on the port the sidecar was told about; no restart of the sidecar.
+    const server = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
+    try {
+      await waitForServing(sidecar, 5000);
+      const answer = await client(envoyRequest({ authorization: wellFormed, path: '/v1/vaults/alpha' }));
+      expect(metadataOf(answer).reason).toBe('key_unknown');
+    } finally {
+      client.close();
+      server.kill('SIGKILL');
+    }
+  });
+});
+
+describe('configuration', () => {
+  it('lists every problem and exits 1 without starting', async () => {
+    const result = await run(process.execPath, [path.join(ROOT, 'dist/src/main.js')], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? '',
+        FORTARY_GRPC_ADDR: 'nonsense',
+        REDIS_URL: 'http://example',
+        FORTARY_ROLE_MAX_STALENESS_S: '301',
+        FORTARY_TRUSTED_PROXIES: '10.0.0.0/33',
+        REDIS_SENTINELS: 'a:1',
+        FORTARY_LOG_LEVEL: 'loud',
+      },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+    );
+    expect(result.code).toBe(1);
+    const lines = result.stderr.trim().split('\n');
+    expect(lines).toEqual([
+      expect.stringContaining('FORTARY_GRPC_ADDR'),
+      expect.stringContaining('REDIS_URL'),
+      expect.stringContaining('REDIS_SENTINELS and REDIS_SENTINEL_NAME'),
+      expect.stringContaining('FORTARY_ROLE_MAX_STALENESS_S must be between 1 and 300'),
+      expect.stringContaining('FORTARY_TRUSTED_PROXIES'),
+      expect.stringContaining('FORTARY_LOG_LEVEL'),
+    ]);
+  });
+});

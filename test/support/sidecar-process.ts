@@ -1,0 +1,78 @@
+/**
+ * Runs the built sidecar exactly as `npm start` does (node dist/src/main.js) on free ports, for end-to-end tests.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { freePort } from './redis-server';
+import { waitFor } from './fixtures';
+
+export const ROOT = path.resolve(__dirname, '../..');
+
+export interface SidecarProcess {
+  proc: ChildProcess;
+  grpcPort: number;
+  healthPort: number;
+  adminPort: number;
+  output(): string;
+  exited: Promise<number | null>;
+  health(service?: string): Promise<string>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function spawnSidecar(env: Record<string, string>): Promise<SidecarProcess> {
+  const [grpcPort, healthPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const proc = spawn(process.execPath, [path.join(ROOT, 'dist/src/main.js')], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? '',
+      FORTARY_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
+      FORTARY_HEALTH_ADDR: `127.0.0.1:${healthPort}`,
+      FORTARY_ADMIN_ADDR: `127.0.0.1:${adminPort}`,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const healthClient = makeHealthClient(`127.0.0.1:${healthPort}`);
+  const health = (service = '') =>
+    new Promise<string>((resolve) => {
+      healthClient.Check(
+        { service },
+        { deadline: Date.now() + 1000 },
+        (error: unknown, reply: { status: string }) =>
+          resolve(error ? `error: ${(error as Error).message}` : reply.status),
+      );
+    });
+  return {
+    proc,
+    grpcPort,
+    healthPort,
+    adminPort,
+    output: () => out,
+    exited,
+    health,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      healthClient.close();
+      if (proc.exitCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function makeHealthClient(address: string): any {
+  const definition = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const pkg = grpc.loadPackageDefinition(definition) as any;
+  return new pkg.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+}
+
+export async function waitForServing(sidecar: SidecarProcess, timeoutMs = 10_000): Promise<void> {
+  await waitFor(async () => (await sidecar.health()) === 'SERVING', timeoutMs, 50);
+}
