@@ -101,28 +101,26 @@ function classifyName(name: string): number {
 
 /**
  * Classifies a header name given as UTF-8 bytes, with the meaning of `utf8(name).toLowerCase()`. Every target
- * name starts with 'a' or 'x'; the only non-ASCII code points whose lowercase contains ASCII are U+0130 ('i̇')
- * and U+212A (Kelvin sign, 'k'), so a name whose first byte is ASCII but not a/A/x/X cannot match, and a
- * non-ASCII name takes the exact (slow) path.
+ * name is ASCII and starts with 'a' or 'x'. An ASCII name is compared byte-wise; a name with non-ASCII bytes
+ * that does not match that way takes the exact (slow) path, since some non-ASCII code points lowercase to ASCII
+ * (U+212A KELVIN SIGN becomes 'k'). No non-ASCII code point lowercases to 'a' or 'x', so a name whose first byte
+ * is ASCII and not a/A/x/X cannot match.
  */
 function classifyKey(buf: Buffer, start: number, end: number): number {
   const n = end - start;
   // A lowercased name never has more UTF-16 units than the name has UTF-8 bytes; the shortest target is 9.
   if (n < 9) return H_OTHER;
   const first = buf[start] as number;
-  if (first < 0x80) {
-    const f = first | 0x20;
-    if (f !== 0x61 && f !== 0x78) return H_OTHER;
-  }
-  let all = 0;
-  for (let i = start; i < end; i++) all |= buf[i] as number;
-  if (all >= 0x80) return classifyName(utf8(buf, start, end).toLowerCase());
+  if (first >= 0x80) return classifyName(utf8(buf, start, end).toLowerCase());
+  const f = first | 0x20;
+  if (f !== 0x61 && f !== 0x78) return H_OTHER;
   switch (n) {
     case 13:
       if (equalsLower(buf, start, N_AUTHORIZATION)) return H_AUTHORIZATION;
       break;
     case 9:
-      return equalsLower(buf, start, N_API_KEY) ? H_API_KEY : H_OTHER;
+      if (equalsLower(buf, start, N_API_KEY)) return H_API_KEY;
+      break;
     case 15:
       if (equalsLower(buf, start, N_FORWARDED_FOR)) return H_FORWARDED_FOR;
       break;
@@ -130,7 +128,28 @@ function classifyKey(buf: Buffer, start: number, end: number): number {
       if (equalsLower(buf, start, N_REQUEST_ID)) return H_REQUEST_ID;
       break;
   }
-  return equalsLower(buf, start, N_FORTARY) ? H_FORTARY : H_OTHER;
+  if (n >= 10 && equalsLower(buf, start, N_FORTARY)) return H_FORTARY;
+  for (let i = start + 1; i < end; i++) {
+    if ((buf[i] as number) >= 0x80) return classifyName(utf8(buf, start, end).toLowerCase());
+  }
+  return H_OTHER;
+}
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'].map((name) => ({
+  name,
+  bytes: ascii(name),
+}));
+
+/** The method string; the common ones are returned as constants instead of being decoded. */
+function methodString(buf: Buffer, start: number, end: number): string {
+  const n = end - start;
+  for (const method of METHODS) {
+    if (method.bytes.length !== n) continue;
+    let i = 0;
+    while (i < n && buf[start + i] === method.bytes[i]) i++;
+    if (i === n) return method.name;
+  }
+  return utf8(buf, start, end);
 }
 
 /** What one header shape (the `headers` map or `header_map`) says. */
@@ -485,7 +504,7 @@ export function decodeCheckRequest(buf: Buffer): AuthzRequest {
       ? walker.fromHeaderMap
       : walker.fromHeaders;
   return {
-    method: utf8(buf, walker.methodStart, walker.methodEnd),
+    method: methodString(buf, walker.methodStart, walker.methodEnd),
     path: utf8(buf, walker.pathStart, walker.pathEnd),
     authorization: lines.authorization,
     apiKeyHeader: lines.apiKeyHeader,
