@@ -13,15 +13,34 @@ export default tseslint.config(
     },
   },
   {
+    // Tests read decoded protobuf objects, whose shape is checked by the assertions themselves.
+    files: ['test/**/*.ts'],
+    rules: { '@typescript-eslint/no-explicit-any': 'off' },
+  },
+  {
     // The decision core is pure: no I/O, no clock, no protocol or storage libraries.
     files: ['src/core/**/*.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
         {
-          paths: ['ioredis', 'pino', 'bcrypt', 'prom-client', 'fs', 'net', 'http', 'http2', 'child_process', 'dgram']
+          paths: [
+            'ioredis',
+            'pino',
+            'bcrypt',
+            'prom-client',
+            'fs',
+            'net',
+            'http',
+            'http2',
+            'child_process',
+            'dgram',
+          ]
             .flatMap((m) => [m, `node:${m}`])
-            .filter((m) => m !== 'node:ioredis' && m !== 'node:pino' && m !== 'node:bcrypt' && m !== 'node:prom-client')
+            .filter(
+              (m) =>
+                m !== 'node:ioredis' && m !== 'node:pino' && m !== 'node:bcrypt' && m !== 'node:prom-client',
+            )
             .map((name) => ({ name, message: 'src/core is pure: do I/O in an adapter.' })),
           patterns: [
             { group: ['@grpc/*'], message: 'src/core is pure: protocol types belong in src/adapters.' },
@@ -35,7 +54,10 @@ export default tseslint.config(
         { name: 'setTimeout', message: 'src/core has no timers.' },
         { name: 'process', message: 'src/core reads no environment.' },
       ],
-      'no-restricted-properties': ['error', { object: 'Math', property: 'random', message: 'src/core is deterministic.' }],
+      'no-restricted-properties': [
+        'error',
+        { object: 'Math', property: 'random', message: 'src/core is deterministic.' },
+      ],
     },
   },
 );

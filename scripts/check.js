@@ -11,7 +11,9 @@ const protoLoader = require('@grpc/proto-loader');
 
 function usage(message) {
   if (message) process.stderr.write(`check: ${message}\n`);
-  process.stderr.write('usage: node scripts/check.js [--addr host:port] [--token TOKEN] [--ip ADDRESS] METHOD PATH\n');
+  process.stderr.write(
+    'usage: node scripts/check.js [--addr host:port] [--token TOKEN] [--ip ADDRESS] METHOD PATH\n',
+  );
   process.exit(2);
 }
 
@@ -52,7 +54,16 @@ if (args.values.token) headers.authorization = `Bearer ${args.values.token}`;
 const request = {
   attributes: {
     source: { address: { socket_address: { address: args.values.ip ?? '127.0.0.1', port_value: 40000 } } },
-    request: { http: { method, path: requestPath, host: 'api.fortary.example', scheme: 'https', headers, protocol: 'HTTP/1.1' } },
+    request: {
+      http: {
+        method,
+        path: requestPath,
+        host: 'api.fortary.example',
+        scheme: 'https',
+        headers,
+        protocol: 'HTTP/1.1',
+      },
+    },
   },
 };
 
@@ -64,12 +75,18 @@ client.Check(request, { deadline: Date.now() + 5000 }, (error, response) => {
   }
   const code = response.status?.code ?? 0;
   if (code === 0 && response.ok_response) {
-    const set = (response.ok_response.headers ?? []).map((h) => `${h.header.key}=${h.header.value}`).join(' ');
-    process.stdout.write(`ALLOW ${set} (removes: ${(response.ok_response.headers_to_remove ?? []).join(', ')})\n`);
+    const set = (response.ok_response.headers ?? [])
+      .map((h) => `${h.header.key}=${h.header.value}`)
+      .join(' ');
+    process.stdout.write(
+      `ALLOW ${set} (removes: ${(response.ok_response.headers_to_remove ?? []).join(', ')})\n`,
+    );
     return;
   }
   const denied = response.denied_response ?? {};
   const status = denied.status?.code ?? 403;
   const wwwAuth = (denied.headers ?? []).find((h) => h.header.key === 'www-authenticate');
-  process.stdout.write(`DENY ${status} grpc=${code} ${denied.body ?? ''}${wwwAuth ? ` www-authenticate: ${wwwAuth.header.value}` : ''}\n`);
+  process.stdout.write(
+    `DENY ${status} grpc=${code} ${denied.body ?? ''}${wwwAuth ? ` www-authenticate: ${wwwAuth.header.value}` : ''}\n`,
+  );
 });

@@ -8,7 +8,11 @@ import { parseToken, TOKEN_LENGTH, type ParsedToken } from './token';
 
 export type CredentialResult =
   | { ok: true; token: ParsedToken }
-  | { ok: false; reason: 'credentials_missing' | 'credentials_misplaced' | 'token_malformed'; detail: string };
+  | {
+      ok: false;
+      reason: 'credentials_missing' | 'credentials_misplaced' | 'token_malformed';
+      detail: string;
+    };
 
 /** Longest Authorization value worth looking at; refusing longer ones first keeps the work bounded. */
 const MAX_AUTHORIZATION_LENGTH = 7 + TOKEN_LENGTH + 64;
@@ -22,7 +26,8 @@ export function extractCredential(req: AuthzRequest): CredentialResult {
   if (values.length > 1) return misplaced('more than one Authorization header');
   const value = values[0] as string;
   if (value.includes(',')) return misplaced('comma-joined Authorization values');
-  if (value.length > MAX_AUTHORIZATION_LENGTH) return malformed(`authorization value of ${value.length} chars`);
+  if (value.length > MAX_AUTHORIZATION_LENGTH)
+    return malformed(`authorization value of ${value.length} chars`);
   const space = value.indexOf(' ');
   const scheme = space < 0 ? value : value.slice(0, space);
   if (scheme.toLowerCase() !== 'bearer') return misplaced(`authorization scheme is not Bearer`);
@@ -36,9 +41,14 @@ export function extractCredential(req: AuthzRequest): CredentialResult {
 function missingCredential(req: AuthzRequest): CredentialResult {
   if (req.apiKeyHeader) return misplaced('key sent in X-API-Key');
   const query = req.path.indexOf('?');
-  if (query >= 0 && QUERY_CREDENTIALS.test(req.path.slice(query + 1))) return misplaced('key sent in the query');
+  if (query >= 0 && QUERY_CREDENTIALS.test(req.path.slice(query + 1)))
+    return misplaced('key sent in the query');
   return { ok: false, reason: 'credentials_missing', detail: 'no Authorization header' };
 }
 
-const misplaced = (detail: string): CredentialResult => ({ ok: false, reason: 'credentials_misplaced', detail });
+const misplaced = (detail: string): CredentialResult => ({
+  ok: false,
+  reason: 'credentials_misplaced',
+  detail,
+});
 const malformed = (detail: string): CredentialResult => ({ ok: false, reason: 'token_malformed', detail });

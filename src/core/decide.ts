@@ -48,7 +48,8 @@ export interface Denial {
 export function keyStateDenial(key: KeyRecord, nowMs: number): Denial | null {
   if (key.revokedAt !== null) return { reason: 'key_revoked', detail: 'key is revoked' };
   // An expiry is the first instant at which the key no longer works.
-  if (key.expiresAt !== null && nowMs >= key.expiresAt) return { reason: 'key_expired', detail: 'key has expired' };
+  if (key.expiresAt !== null && nowMs >= key.expiresAt)
+    return { reason: 'key_expired', detail: 'key has expired' };
   return null;
 }
 
@@ -68,7 +69,8 @@ export function accessDenial(
   if (key.ipRanges.length > 0) {
     const client = clientAddress(req.source, req.forwardedFor, policy.trustedProxies);
     if (!client.ok) return { reason: 'ip_not_allowed', detail: client.detail };
-    if (!inRanges(key.ipRanges, client.ip)) return { reason: 'ip_not_allowed', detail: 'client address not in allowlist' };
+    if (!inRanges(key.ipRanges, client.ip))
+      return { reason: 'ip_not_allowed', detail: 'client address not in allowlist' };
   }
   if (!READ_METHODS.has(req.method) || !key.record.scopes.includes('vault:read')) {
     return { reason: 'scope_insufficient', detail: `method ${req.method.slice(0, 16)} needs a write scope` };
@@ -80,7 +82,8 @@ export function accessDenial(
       ? null
       : { reason: 'vault_missing', detail: 'path names no vault' };
   }
-  if (!key.vaults.has(target.vaultId)) return { reason: 'vault_not_allowed', detail: 'vault not in allowlist' };
+  if (!key.vaults.has(target.vaultId))
+    return { reason: 'vault_not_allowed', detail: 'vault not in allowlist' };
   if (!owner.developerVaults.has(target.vaultId)) {
     return { reason: 'role_missing', detail: 'owner lacks Developer on vault' };
   }

@@ -22,7 +22,9 @@ export function parseIp(text: string): Address | null {
 }
 
 /** Compiles CIDR ranges; returns the entries that are not valid CIDRs instead when there are any. */
-export function compileCidrs(cidrs: readonly string[]): { ok: true; ranges: CidrList } | { ok: false; invalid: string[] } {
+export function compileCidrs(
+  cidrs: readonly string[],
+): { ok: true; ranges: CidrList } | { ok: false; invalid: string[] } {
   const ranges: CompiledRange[] = [];
   const invalid: string[] = [];
   for (const cidr of cidrs) {

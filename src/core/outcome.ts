@@ -108,7 +108,10 @@ export function outcomeFor(reason: DenyReason): Outcome {
         publicMessage: 'The request path is not in canonical form.',
       };
     case 'vault_missing':
-      return forbidden('vault_required', 'This API key only grants access to paths under /v1/vaults/{vaultId}.');
+      return forbidden(
+        'vault_required',
+        'This API key only grants access to paths under /v1/vaults/{vaultId}.',
+      );
     case 'vault_not_allowed':
       return forbidden('vault_not_allowed', 'This API key does not grant access to this vault.');
     case 'role_missing':

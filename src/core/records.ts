@@ -35,14 +35,20 @@ export function parseKeyRecord(keyId: string, fields: KeyHashFields): Parsed<Key
   check(r.v === RECORD_VERSION, `v must be ${RECORD_VERSION}`);
   check(r.id === keyId, 'id does not match the Redis key');
   check(typeof r.userId === 'string' && USER_ID_PATTERN.test(r.userId), 'userId is not a user id');
-  check(typeof r.secretHash === 'string' && BCRYPT_HASH_PATTERN.test(r.secretHash), 'secretHash is not a bcrypt hash');
+  check(
+    typeof r.secretHash === 'string' && BCRYPT_HASH_PATTERN.test(r.secretHash),
+    'secretHash is not a bcrypt hash',
+  );
   check(isList(r.scopes, isScope) && (r.scopes as unknown[]).length > 0, 'scopes must be known scopes');
   check(isList(r.vaults, isVaultId), 'vaults must be vault ids');
   check(isList(r.ipAllowlist, isCidr), 'ipAllowlist must be CIDR ranges');
   check(r.expiresAt === null || isEpochMs(r.expiresAt), 'expiresAt must be epoch ms or null');
   check(typeof r.label === 'string' && r.label.length <= MAX_LABEL_LENGTH, 'label must be a short string');
   check(isEpochMs(r.createdAt) && isEpochMs(r.updatedAt), 'createdAt/updatedAt must be epoch ms');
-  check(r.revokedAt === undefined || r.revokedAt === null || isEpochMs(r.revokedAt), 'revokedAt must be epoch ms');
+  check(
+    r.revokedAt === undefined || r.revokedAt === null || isEpochMs(r.revokedAt),
+    'revokedAt must be epoch ms',
+  );
   if (problems.length > 0) return fail(problems.join('; '));
   // Either marker revokes: the hash field (written only by revocation, never cleared) or the record's own field.
   const revokedAt = revokedMarker ?? (r.revokedAt as number | null | undefined) ?? null;
@@ -113,7 +119,8 @@ export function serializeUserRecord(user: UserRecord): string {
   });
 }
 
-export const isKeyId = (value: unknown): value is string => typeof value === 'string' && KEY_ID_PATTERN.test(value);
+export const isKeyId = (value: unknown): value is string =>
+  typeof value === 'string' && KEY_ID_PATTERN.test(value);
 export const isVaultId = (value: unknown): value is string =>
   typeof value === 'string' && VAULT_ID_PATTERN.test(value);
 const isScope = (value: unknown): value is Scope => KNOWN_SCOPES.includes(value as Scope);
@@ -138,7 +145,8 @@ function parseJson(text: string): Parsed<Record<string, unknown>> {
   } catch {
     return fail('record is not JSON');
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail('record is not a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return fail('record is not a JSON object');
   return { ok: true, value: value as Record<string, unknown> };
 }
 

@@ -42,7 +42,8 @@ function pathProblem(path: string): string | null {
   for (let i = 0; i < path.length; i++) {
     const c = path.charCodeAt(i);
     // Control characters, DEL, non-ASCII (look-alikes, overlong UTF-8), backslash, `;` path parameters, `#`.
-    if (c < 0x21 || c > 0x7e || c === 0x5c || c === 0x3b || c === 0x23) return `character 0x${c.toString(16)}`;
+    if (c < 0x21 || c > 0x7e || c === 0x5c || c === 0x3b || c === 0x23)
+      return `character 0x${c.toString(16)}`;
     if (c === 0x25) {
       const problem = encodingProblem(path, i);
       if (problem !== null) return problem;

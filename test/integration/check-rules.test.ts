@@ -5,7 +5,7 @@
  */
 import { formatToken } from '../../src/core/token';
 import { envoyRequest, metadataOf, type EnvoyRequestOptions } from '../support/check-client';
-import { createKey, DAY_MS, putUser, randomBase62, revokeKey, type CreatedKey } from '../support/fixtures';
+import { createKey, putUser, randomBase62, revokeKey, type CreatedKey } from '../support/fixtures';
 import { startHarness, verdict, type Harness } from '../support/sidecar-harness';
 
 let h: Harness;
