@@ -65,10 +65,8 @@ export async function spawnSidecar(env: Record<string, string>): Promise<Sidecar
   };
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 function makeHealthClient(address: string): any {
   const definition = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const pkg = grpc.loadPackageDefinition(definition) as any;
   return new pkg.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
 }
