@@ -1,6 +1,6 @@
 /**
- * CheckResponse bytes for the few answers Check gives, encoded with protobufjs from the vendored protos and
- * memoised. Handlers hand these bytes to grpc-js unchanged (the service's responseSerialize is the identity).
+ * CheckResponse bytes for the few answers Check gives, memoised. Handlers hand these bytes to grpc-js unchanged
+ * (the service's responseSerialize is the identity).
  *
  * Safety rules (docs: envoy-ext-authz.md §4, §7):
  * - Every response starts with `status` (field 1), even on allow, where `code` 0 is written explicitly.
@@ -8,8 +8,12 @@
  *   every denial encoding is built and verified once at module load, so a bad table entry fails at startup.
  * - Identity headers are sent with `append: {value: false}` AND `append_action: OVERWRITE_IF_EXISTS_OR_ADD`,
  *   and are never listed in `headers_to_remove` (removal runs after the set).
- * - `google.protobuf.Value` comes from protobufjs' bundled well-known types, whose field names are camelCase
- *   (`stringValue`) even with keepCase; a snake_case `string_value` would be silently dropped.
+ * - Note for object-built responses: `google.protobuf.Value` comes from protobufjs' bundled well-known types,
+ *   whose field names are camelCase (`stringValue`) even with keepCase; `string_value` is silently dropped.
+ *
+ * Denials are built with protobufjs from the vendored protos once, at load. The parts that vary per call (the
+ * allow, and dynamic metadata with ids) are written by the small wire writer below; the tests pin its output
+ * to protobufjs' encoding of the same object, byte for byte.
  *
  * Returned Buffers are shared between calls: never mutate them.
  */
@@ -88,20 +92,112 @@ function verified(bytes: Buffer, expectAllow: boolean): Buffer {
   return bytes;
 }
 
-const stringValue = (value: string): Json => ({ stringValue: value });
+// ---- wire writer for the per-call parts (field numbers: external_auth.proto, base.proto, struct.proto) ----
 
-function struct(fields: Record<string, string | undefined>): Json {
-  const out: Json = {};
-  for (const [key, value] of Object.entries(fields))
-    if (value !== undefined && value !== '') out[key] = stringValue(value);
-  return { fields: out };
+function varintLength(n: number): number {
+  let length = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    length++;
+  }
+  return length;
 }
 
-const identityHeader = (key: string, value: string): Json => ({
-  header: { key, value },
-  append: { value: false },
-  append_action: OVERWRITE_IF_EXISTS_OR_ADD,
-});
+function writeVarint(out: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 0x80);
+  }
+  out[at++] = n;
+  return at;
+}
+
+/** A length-delimited field with a one-byte tag around already-encoded parts. */
+function delimited(tag: number, parts: readonly Buffer[]): Buffer {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const out = Buffer.allocUnsafe(1 + varintLength(length) + length);
+  let at = writeVarint(out, 1, length);
+  out[0] = tag;
+  for (const part of parts) at += part.copy(out, at);
+  return out;
+}
+
+const stringField = (tag: number, value: string): Buffer => delimited(tag, [Buffer.from(value, 'utf8')]);
+const EMPTY = Buffer.alloc(0);
+
+// CheckResponse.status = {code: 0}, written explicitly: field 1 must be on the wire even on allow.
+const STATUS_OK = Buffer.from([0x0a, 0x02, 0x08, 0x00]);
+// HeaderValueOption.append = BoolValue{value: false} (field 2) and append_action = OVERWRITE_IF_EXISTS_OR_ADD (3).
+const OVERWRITE = Buffer.from([0x12, 0x02, 0x08, 0x00, 0x18, OVERWRITE_IF_EXISTS_OR_ADD]);
+const REMOVE_AUTHORIZATION = stringField(0x2a, 'authorization'); // OkHttpResponse.headers_to_remove (5)
+
+/** OkHttpResponse.headers (2) entry: HeaderValueOption{header (1): HeaderValue{key 1, value 2}, append, action}. */
+function identityHeader(key: string, value: string): Buffer {
+  return delimited(0x12, [delimited(0x0a, [stringField(0x0a, key), stringField(0x12, value)]), OVERWRITE]);
+}
+
+/** Size of a length-delimited field with a one-byte tag and a payload of `length` bytes. */
+const fieldSize = (length: number): number => 1 + varintLength(length) + length;
+
+/** UTF-8 length as Buffer#write counts it (a lone surrogate becomes U+FFFD, 3 bytes). */
+function utf8Length(value: string): number {
+  let length = value.length;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) length += 1;
+    else if (
+      c >= 0xd800 &&
+      c <= 0xdbff &&
+      i + 1 < value.length &&
+      (value.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      length += 2; // a pair: 2 units, 4 bytes
+      i++;
+    } else length += 2;
+  }
+  return length;
+}
+
+function putString(out: Buffer, at: number, tag: number, value: string, byteLength: number): number {
+  out[at] = tag;
+  at = writeVarint(out, at + 1, byteLength);
+  if (byteLength === value.length) {
+    // ASCII (any other character takes more UTF-8 bytes than UTF-16 units): no native call for short ids.
+    for (let i = 0; i < byteLength; i++) out[at + i] = value.charCodeAt(i);
+    return at + byteLength;
+  }
+  const written = out.write(value, at, 'utf8');
+  if (written !== byteLength)
+    throw new Error(`UTF-8 length mismatch: wrote ${written} of ${byteLength} bytes`);
+  return at + written;
+}
+
+/**
+ * `prefix` followed by CheckResponse.dynamic_metadata (4): Struct{fields (1): map<string, Value{string_value
+ * (3)}>}, entries in the given order, empty or undefined values left out. One allocation.
+ */
+function withMetadata(prefix: Buffer, fields: ReadonlyArray<readonly [string, string | undefined]>): Buffer {
+  const present = fields.filter((f): f is readonly [string, string] => f[1] !== undefined && f[1] !== '');
+  const lengths = present.map(([key, value]) => [utf8Length(key), utf8Length(value)] as const);
+  const entrySizes = lengths.map(([key, value]) => fieldSize(key) + fieldSize(fieldSize(value)));
+  const structSize = entrySizes.reduce((sum, size) => sum + fieldSize(size), 0);
+  const out = Buffer.allocUnsafe(prefix.length + fieldSize(structSize));
+  let at = prefix.copy(out, 0);
+  out[at] = 0x22;
+  at = writeVarint(out, at + 1, structSize);
+  present.forEach(([key, value], i) => {
+    const [keyLength, valueLength] = lengths[i] as readonly [number, number];
+    out[at] = 0x0a; // Struct.fields entry
+    at = writeVarint(out, at + 1, entrySizes[i] as number);
+    at = putString(out, at, 0x0a, key, keyLength); // entry key
+    out[at] = 0x12; // entry value: google.protobuf.Value
+    at = writeVarint(out, at + 1, fieldSize(valueLength));
+    at = putString(out, at, 0x1a, value, valueLength); // Value.string_value
+  });
+  return out;
+}
 
 /** `authorization` first, then the extra names lowercased and deduplicated, never the headers we set. */
 function headersToRemove(extra: readonly string[]): string[] {
@@ -113,33 +209,62 @@ function headersToRemove(extra: readonly string[]): string[] {
   return Array.from(names);
 }
 
-function allowObject(keyId: string, userId: string, removeHeaders: readonly string[]): Json {
-  return {
-    status: { code: 0 },
-    ok_response: {
-      headers: [identityHeader(KEY_ID_HEADER, keyId), identityHeader(USER_ID_HEADER, userId)],
-      headers_to_remove: headersToRemove(removeHeaders),
-    },
-    dynamic_metadata: struct({ decision: 'allow', reason: 'allowed', key_id: keyId, user_id: userId }),
-  };
+interface AllowParts {
+  userId: string;
+  /** The whole answer with only `authorization` removed. */
+  bytes: Buffer;
+  /** The two identity header entries of ok_response. */
+  headers: Buffer;
+  /** The dynamic_metadata field. */
+  metadata: Buffer;
 }
 
-const allowMemo = new LRUCache<string, { userId: string; bytes: Buffer }>({ max: ALLOW_MEMO_MAX });
+function allowParts(keyId: string, userId: string): AllowParts {
+  const headers = Buffer.concat([
+    identityHeader(KEY_ID_HEADER, keyId),
+    identityHeader(USER_ID_HEADER, userId),
+  ]);
+  const metadata = withMetadata(EMPTY, [
+    ['decision', 'allow'],
+    ['reason', 'allowed'],
+    ['key_id', keyId],
+    ['user_id', userId],
+  ]);
+  const bytes = Buffer.concat([STATUS_OK, delimited(0x1a, [headers, REMOVE_AUTHORIZATION]), metadata]);
+  // Exact-size and unpooled: a memoised answer must not pin a shared 8 KiB pool slab.
+  const own = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(own);
+  return { userId, bytes: verified(own, true), headers, metadata };
+}
+
+const allowMemo = new LRUCache<string, AllowParts>({ max: ALLOW_MEMO_MAX });
 
 /**
  * An allow: status 0 (on the wire), the identity headers overwritten, `authorization` plus `removeHeaders`
- * removed, and `{decision, reason, key_id, user_id}` as dynamic metadata. With no `removeHeaders` the answer
- * is memoised per key id, so the warm path is one lookup.
+ * removed, and `{decision, reason, key_id, user_id}` as dynamic metadata. Memoised per key id, so the warm path
+ * without `removeHeaders` is one lookup.
  */
 export function encodeAllow(keyId: string, userId: string, removeHeaders: readonly string[]): Buffer {
-  if (removeHeaders.length === 0) {
-    const hit = allowMemo.get(keyId);
-    if (hit !== undefined && hit.userId === userId) return hit.bytes;
-    const bytes = verified(encode(allowObject(keyId, userId, removeHeaders)), true);
-    allowMemo.set(keyId, { userId, bytes });
-    return bytes;
+  let parts = allowMemo.get(keyId);
+  if (parts === undefined || parts.userId !== userId) {
+    parts = allowParts(keyId, userId);
+    allowMemo.set(keyId, parts);
   }
-  return verified(encode(allowObject(keyId, userId, removeHeaders)), true);
+  if (removeHeaders.length === 0) return parts.bytes;
+  // STATUS_OK, ok_response{identity headers, headers_to_remove...}, dynamic_metadata: one allocation.
+  const names = headersToRemove(removeHeaders);
+  const lengths = names.map(utf8Length);
+  const okSize = lengths.reduce((sum, length) => sum + fieldSize(length), parts.headers.length);
+  const out = Buffer.allocUnsafe(STATUS_OK.length + fieldSize(okSize) + parts.metadata.length);
+  let at = STATUS_OK.copy(out, 0);
+  out[at] = 0x1a;
+  at = writeVarint(out, at + 1, okSize);
+  at += parts.headers.copy(out, at);
+  names.forEach((name, i) => {
+    at = putString(out, at, 0x2a, name, lengths[i] as number);
+  });
+  parts.metadata.copy(out, at);
+  return out;
 }
 
 function checkedOutcome(reason: DenyReason): Outcome {
@@ -181,9 +306,21 @@ function denialObject(outcome: Outcome): Json {
   };
 }
 
-function denialMetadata(reason: DenyReason, outcome: Outcome, keyId?: string, userId?: string): Json {
+/** `prefix` (fields 1, 2 of a denial) followed by its dynamic metadata. */
+function denialWithMetadata(
+  prefix: Buffer,
+  reason: DenyReason,
+  outcome: Outcome,
+  keyId?: string,
+  userId?: string,
+): Buffer {
   const decision = outcome.httpStatus >= 500 ? 'error' : 'deny';
-  return struct({ decision, reason, key_id: keyId, user_id: userId });
+  return withMetadata(prefix, [
+    ['decision', decision],
+    ['reason', reason],
+    ['key_id', keyId],
+    ['user_id', userId],
+  ]);
 }
 
 interface Denial {
@@ -191,18 +328,17 @@ interface Denial {
   bytes: Buffer;
   /** Fields 1 and 2 only; a denial with ids is this followed by its own field 4. */
   head: Buffer;
+  outcome: Outcome;
 }
 
 const denials = new Map<DenyReason, Denial>(
   DENY_REASONS.map((reason) => {
     const outcome = checkedOutcome(reason);
-    const head = encode(denialObject(outcome));
-    const bytes = verified(
-      encode({ ...denialObject(outcome), dynamic_metadata: denialMetadata(reason, outcome) }),
-      false,
-    );
-    verified(head, false);
-    return [reason, { bytes, head }];
+    const head = verified(encode(denialObject(outcome)), false);
+    const whole = denialWithMetadata(head, reason, outcome);
+    const bytes = Buffer.allocUnsafeSlow(whole.length);
+    whole.copy(bytes);
+    return [reason, { bytes: verified(bytes, false), head, outcome }];
   }),
 );
 
@@ -219,6 +355,5 @@ export function encodeDeny(reason: DenyReason, ids?: { keyId?: string; userId?: 
   const userId = ids?.userId;
   if ((keyId === undefined || keyId === '') && (userId === undefined || userId === '')) return denial.bytes;
   // Fields are written in field-number order, so head (1, 2) + metadata (4) is exactly the full encoding.
-  const metadata = encode({ dynamic_metadata: denialMetadata(reason, outcomeFor(reason), keyId, userId) });
-  return Buffer.concat([denial.head, metadata]);
+  return denialWithMetadata(denial.head, reason, denial.outcome, keyId, userId);
 }

@@ -258,6 +258,40 @@ describe('encodeDeny', () => {
     },
   );
 
+  test('any ids, any reason: exactly the protobufjs encoding (fast-check)', () => {
+    const id = fc.option(fc.string({ unit: 'binary', maxLength: 30 }), { nil: undefined });
+    fc.assert(
+      fc.property(fc.constantFrom(...DENY_REASONS), id, id, (reason, keyId, userId) => {
+        const outcome = outcomeFor(reason);
+        const bytes = encodeDeny(reason, { keyId, userId });
+        const decoded = expectSafeShape(bytes, false);
+        const fields: Record<string, { stringValue: string }> = {
+          decision: s(outcome.httpStatus >= 500 ? 'error' : 'deny'),
+          reason: s(reason),
+        };
+        if (keyId !== undefined && keyId !== '') fields.key_id = s(keyId);
+        if (userId !== undefined && userId !== '') fields.user_id = s(userId);
+        const { dynamic_metadata: _ignored, ...rest } = decoded;
+        expect(bytes).toEqual(
+          referenceBytes({
+            ...CheckResponseType.toObject(CheckResponseType.fromObject(rest), { enums: Number }),
+            dynamic_metadata: { fields },
+          }),
+        );
+      }),
+      { seed: SEED, numRuns: 300 },
+    );
+  });
+
+  test('ids that are not valid UTF-16 are written as valid UTF-8 (U+FFFD), never as broken bytes', () => {
+    const bytes = encodeDeny('ip_not_allowed', { keyId: 'ключ-🔑', userId: 'u\ud800x' });
+    expect(metadataOf(decodeCheckResponse(bytes))).toMatchObject({ key_id: 'ключ-🔑', user_id: 'u\ufffdx' });
+    expect(bytes.includes(Buffer.from([0xef, 0xbf, 0xbd]))).toBe(true);
+    const allow = decodeCheckResponse(encodeAllow('k\udc00', 'u', ['x-fortary-\ud83d']));
+    expect(allow.ok_response.headers[0].header.value).toBe('k\ufffd');
+    expect(allow.ok_response.headers_to_remove).toEqual(['authorization', 'x-fortary-\ufffd']);
+  });
+
   test('WWW-Authenticate only on the 401s and on insufficient_scope', () => {
     const withChallenge = DENY_REASONS.filter((reason) =>
       (
