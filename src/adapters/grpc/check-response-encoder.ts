@@ -242,11 +242,13 @@ const allowMemo = new LRUCache<string, AllowParts>({ max: ALLOW_MEMO_MAX });
 /**
  * An allow: status 0 (on the wire), the identity headers overwritten, `authorization` plus `removeHeaders`
  * removed, and `{decision, reason, key_id, user_id}` as dynamic metadata. Memoised per key id, so the warm path
- * without `removeHeaders` is one lookup.
+ * without `removeHeaders` is one lookup. Throws on an empty id (the caller answers internal_error instead).
  */
 export function encodeAllow(keyId: string, userId: string, removeHeaders: readonly string[]): Buffer {
   let parts = allowMemo.get(keyId);
   if (parts === undefined || parts.userId !== userId) {
+    // Envoy drops a header set to '' (keep_empty_value is false), which would let a client's own copy through.
+    if (keyId === '' || userId === '') throw new Error('refusing to allow without a key id and a user id');
     parts = allowParts(keyId, userId);
     allowMemo.set(keyId, parts);
   }

@@ -140,6 +140,11 @@ describe('encodeAllow', () => {
     expect(ALLOW_MEMO_MAX).toBe(100_000);
   });
 
+  test('an allow without ids is refused: Envoy would drop an empty identity header and keep a spoofed one', () => {
+    expect(() => encodeAllow('', 'u', [])).toThrow(/without a key id/);
+    expect(() => encodeAllow('k', '', ['x-api-key'])).toThrow(/without a key id/);
+  });
+
   test('memoised answers do not share a pool slab (each has its own exact-size ArrayBuffer)', () => {
     const bytes = encodeAllow('key_slab', 'user_slab', []);
     expect(bytes.byteOffset).toBe(0);
