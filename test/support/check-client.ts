@@ -35,7 +35,6 @@ export const RESPONSE_OBJECT_OPTIONS: IConversionOptions = {
 };
 
 /** A decoded CheckResponse (keepCase; Struct values camelCase). Loose on purpose: tests assert the shape. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type DecodedCheckResponse = Record<string, any>;
 
 /** Encodes a CheckRequest from a plain keepCase object; unknown keys are an error, not silently dropped. */

@@ -13,8 +13,6 @@ import {
 import type { AuthzRequest, PeerAddress } from '../../../src/core/types';
 import { CheckRequestType, checkRequestBytes, envoyRequest, loadEnvoyRoot } from '../../support/check-client';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-
 const SEED = 20260131;
 
 // ---------------------------------------------------------------------------------------------------------------
