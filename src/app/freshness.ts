@@ -65,10 +65,13 @@ export class CacheFreshness {
   }
 
   apply(event: ChangeEvent): void {
-    const gap = this.lastSeq !== null && event.seq > this.lastSeq + 1;
+    // Any seq but last + 1 flushes (docs/redis-contract.md): a higher one means a message was lost; a lower or
+    // equal one means the sequence was reset (the store lost its data or was replaced) or a message arrived late,
+    // and only a flush is safe in both cases. The stream's latest seq becomes the reference either way.
+    const gap = this.lastSeq !== null && event.seq !== this.lastSeq + 1;
     if (gap || this.lastSeq === null) this.cache.flushAll(gap ? 'gap' : 'unsynced');
     else this.invalidate(event);
-    if (this.lastSeq === null || event.seq > this.lastSeq) this.lastSeq = event.seq;
+    this.lastSeq = event.seq;
     this.events.eventApplied(event, gap);
   }
 
