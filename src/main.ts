@@ -17,8 +17,8 @@ async function main(): Promise<void> {
     sidecar = await startSidecar(result.config, { logger });
   } catch (error) {
     logger.fatal({ error: error instanceof Error ? error.message : String(error) }, 'failed to start');
-    logger.flush();
-    process.exitCode = 1;
+    // Exit explicitly: a half-started process must not linger (the Redis clients would keep it alive).
+    logger.flush(() => process.exit(1));
     return;
   }
   const stop = (signal: string) => {

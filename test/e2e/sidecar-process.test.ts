@@ -102,6 +102,30 @@ describe('a running sidecar', () => {
   });
 });
 
+describe('startup failure', () => {
+  it('exits 1 with one fatal log line when its gRPC port is taken, instead of lingering', async () => {
+    const first = await spawnSidecar({ REDIS_URL: redis.url });
+    await waitForServing(first);
+    const second = spawn(process.execPath, [path.join(ROOT, 'dist/src/main.js')], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? '',
+        REDIS_URL: redis.url,
+        FORTARY_GRPC_ADDR: `127.0.0.1:${first.grpcPort}`,
+        FORTARY_HEALTH_ADDR: 'off',
+        FORTARY_ADMIN_ADDR: 'off',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    second.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((resolve) => second.once('exit', resolve));
+    await first.stop();
+    expect(code).toBe(1);
+    expect(out).toMatch(/"level":"fatal".*EADDRINUSE/);
+  });
+});
+
 describe('configuration', () => {
   it('lists every problem and exits 1 without starting', async () => {
     const result = await run(process.execPath, [path.join(ROOT, 'dist/src/main.js')], {
