@@ -5,8 +5,10 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const entry = path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js');
+const builder = path.join(__dirname, '..', 'scripts', 'build-if-needed.js');
+// In a checkout, rebuild when src/ changed (cheap mtime walk); an installed image has no scripts/ and no src/.
+if (fs.existsSync(builder)) require(builder).buildIfNeeded();
 if (!fs.existsSync(entry)) {
-  require('../scripts/build-if-needed.js').buildIfNeeded();
   if (!fs.existsSync(entry)) {
     process.stderr.write(
       `fortary-authz: ${path.relative(process.cwd(), entry)} is missing and could not be built\n`,
