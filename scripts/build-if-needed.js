@@ -39,8 +39,8 @@ function staleReason() {
 }
 
 /** Runs tsc if needed; returns the exit status (tsc's output goes to stderr so stdout stays the caller's). */
-function buildIfNeeded() {
-  const reason = staleReason();
+function buildIfNeeded({ force = false } = {}) {
+  const reason = force ? 'a fresh build was asked for' : staleReason();
   if (reason === null) return 0;
   let tsc;
   try {

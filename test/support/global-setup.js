@@ -1,15 +1,7 @@
 // Builds dist/ once so end-to-end suites run the sidecar and CLI exactly as `npm start` / `npx fortary-authz` do.
-const { execFileSync } = require('node:child_process');
-const path = require('node:path');
+// The build script also marks the entry points current, so the CLI under test never rebuilds mid-run.
+const { buildIfNeeded } = require('../../scripts/build-if-needed.js');
 
 module.exports = async () => {
-  const root = path.resolve(__dirname, '../..');
-  execFileSync(
-    process.execPath,
-    [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
-    {
-      cwd: root,
-      stdio: 'inherit',
-    },
-  );
+  if (buildIfNeeded({ force: true }) !== 0) throw new Error('tsc -p tsconfig.build.json failed');
 };
