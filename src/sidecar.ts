@@ -98,14 +98,13 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
   closers.push(() => subscriber.close());
 
   try {
-    const grpcListener = new GrpcListener(config.grpc);
-    grpcListener.server.addService(authorizationService, {
-      Check: createCheckHandler(check, logger, metrics),
-    });
-    health.implementation.addToServer(grpcListener.server);
-    const grpcPort = await grpcListener.start();
-    closers.push(() => grpcListener.close(config.drainTimeoutMs));
-
+    // Admin and health listeners start first and close last: probes see NOT_SERVING while checks drain.
+    let adminPort: number | null = null;
+    if (config.admin !== null) {
+      const admin = new AdminServer(config.admin, metrics.registry, () => health.serving);
+      adminPort = await admin.start();
+      closers.push(() => admin.close());
+    }
     let healthPort: number | null = null;
     if (config.health !== null) {
       const healthListener = new GrpcListener(config.health);
@@ -114,12 +113,14 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
       closers.push(() => healthListener.close(1000));
     }
 
-    let adminPort: number | null = null;
-    if (config.admin !== null) {
-      const admin = new AdminServer(config.admin, metrics.registry, () => health.serving);
-      adminPort = await admin.start();
-      closers.push(() => admin.close());
-    }
+    const grpcListener = new GrpcListener(config.grpc);
+    grpcListener.server.addService(authorizationService, {
+      Check: createCheckHandler(check, logger, metrics),
+    });
+    health.implementation.addToServer(grpcListener.server);
+    const grpcPort = await grpcListener.start();
+    closers.push(() => grpcListener.close(config.drainTimeoutMs));
+
     logger.info({ grpcPort, healthPort, adminPort }, 'fortary-authz listening');
 
     let closing: Promise<void> | null = null;

@@ -102,6 +102,29 @@ describe('a running sidecar', () => {
   });
 });
 
+describe('draining', () => {
+  it('on SIGTERM reports NOT_SERVING, finishes the check in flight, then exits 0', async () => {
+    // A cost-13 hash keeps the first check busy in bcrypt for a few hundred milliseconds.
+    const slow = await createKey(redis.client(), { userId: 'alice', vaults: ['alpha'], cost: 13 });
+    const sidecar = await spawnSidecar({ REDIS_URL: redis.url });
+    try {
+      await waitForServing(sidecar);
+      const client = makeCheckClient(`127.0.0.1:${sidecar.grpcPort}`);
+      const inFlight = client(
+        envoyRequest({ authorization: `Bearer ${slow.token}`, path: '/v1/vaults/alpha' }),
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      sidecar.proc.kill('SIGTERM');
+      await waitFor(async () => (await sidecar.health()) === 'NOT_SERVING', 2000, 10);
+      expect(verdict(await inFlight).allow).toBe(true);
+      client.close();
+      expect(await sidecar.exited).toBe(0);
+    } finally {
+      await sidecar.stop('SIGKILL');
+    }
+  });
+});
+
 describe('startup failure', () => {
   it('exits 1 with one fatal log line when its gRPC port is taken, instead of lingering', async () => {
     const first = await spawnSidecar({ REDIS_URL: redis.url });

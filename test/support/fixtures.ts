@@ -39,6 +39,8 @@ export interface KeySpec {
   expiresAt?: number | null;
   label?: string;
   keyId?: string;
+  /** bcrypt cost of the stored hash (default 4, to keep suites fast). */
+  cost?: number;
 }
 
 export interface CreatedKey {
@@ -52,7 +54,7 @@ export async function createKey(redis: Redis, spec: KeySpec): Promise<CreatedKey
   await ensureFunctionLibrary(redis);
   const keyId = spec.keyId ?? randomBase62(12);
   const token = formatToken(keyId, randomBase62(43));
-  const secretHash = await bcrypt.hash(token, 4);
+  const secretHash = await bcrypt.hash(token, spec.cost ?? 4);
   const now = Date.now();
   const record = serializeKeyRecord({
     id: keyId,
