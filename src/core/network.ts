@@ -13,12 +13,10 @@ export type CidrList = readonly CompiledRange[];
 export function parseIp(text: string): Address | null {
   const trimmed = text.trim();
   // ipaddr.js also accepts shorthand like "10.1" or octal; an address from Envoy or XFF must be canonical.
-  if (!ipaddr.IPv4.isValidFourPartDecimal(trimmed) && !isStrictIPv6(trimmed)) return null;
-  try {
-    return ipaddr.process(trimmed);
-  } catch {
-    return null;
-  }
+  if (ipaddr.IPv4.isValidFourPartDecimal(trimmed)) return ipaddr.IPv4.parse(trimmed);
+  const v6 = parseStrictIPv6(trimmed);
+  if (v6 === null) return null;
+  return v6.isIPv4MappedAddress() ? v6.toIPv4Address() : v6;
 }
 
 /** Compiles CIDR ranges; returns the entries that are not valid CIDRs instead when there are any. */
@@ -45,8 +43,11 @@ function compileCidr(cidr: string): CompiledRange | null {
   let address: Address;
   try {
     if (ipaddr.IPv4.isValidFourPartDecimal(ip)) address = ipaddr.IPv4.parse(ip);
-    else if (isStrictIPv6(ip)) address = ipaddr.IPv6.parse(ip);
-    else return null;
+    else {
+      const v6 = parseStrictIPv6(ip);
+      if (v6 === null) return null;
+      address = v6;
+    }
   } catch {
     return null;
   }
@@ -58,11 +59,27 @@ function compileCidr(cidr: string): CompiledRange | null {
   return [address, bits];
 }
 
-/** IPv6 without zone ids, and with any embedded IPv4 part in plain four-part decimal (no octal or hex). */
-function isStrictIPv6(text: string): boolean {
-  if (text.includes('%') || !ipaddr.IPv6.isValid(text)) return false;
-  if (!text.includes('.')) return true;
-  return ipaddr.IPv4.isValidFourPartDecimal(text.slice(text.lastIndexOf(':') + 1));
+/**
+ * IPv6 without zone ids. A dotted IPv4 tail must be plain four-part decimal (no octal or hex), and is rewritten to
+ * hex groups before parsing: ipaddr.js reads the IPv4-compatible `::a.b.c.d` as the mapped `::ffff:a.b.c.d`, which
+ * would let the IPv6 address ::c633:6414 pass an IPv4 allowlist or pose as a trusted IPv4 proxy.
+ */
+function parseStrictIPv6(text: string): ipaddr.IPv6 | null {
+  if (text.includes('%')) return null;
+  let hex = text;
+  if (text.includes('.')) {
+    const colon = text.lastIndexOf(':');
+    const tail = text.slice(colon + 1);
+    if (colon < 0 || !ipaddr.IPv4.isValidFourPartDecimal(tail)) return null;
+    const [a, b, c, d] = tail.split('.').map(Number) as [number, number, number, number];
+    hex = `${text.slice(0, colon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  if (!ipaddr.IPv6.isValid(hex)) return null;
+  try {
+    return ipaddr.IPv6.parse(hex);
+  } catch {
+    return null;
+  }
 }
 
 export function isValidCidr(cidr: string): boolean {
