@@ -12,13 +12,16 @@ export class StoreUnavailableError extends Error {
 }
 
 /** A Redis value of the wrong type: the record is corrupt, not the store unavailable. */
-export const WRONG_TYPE = Symbol('wrong-type');
+export class WrongType {
+  /** `type` is what Redis holds there (TYPE), so a different wrong value counts as a new record version. */
+  constructor(readonly type: string) {}
+}
 
 export interface RecordStore {
   /** The key hash, null when the key does not exist. Throws StoreUnavailableError. */
-  getKey(keyId: string): Promise<KeyHashFields | null | typeof WRONG_TYPE>;
+  getKey(keyId: string): Promise<KeyHashFields | null | WrongType>;
   /** The user record text, null when absent. Throws StoreUnavailableError. */
-  getUser(userId: string): Promise<string | null | typeof WRONG_TYPE>;
+  getUser(userId: string): Promise<string | null | WrongType>;
   /** The current event sequence (0 when never advanced). Throws StoreUnavailableError. */
   getSequence(): Promise<number>;
 }

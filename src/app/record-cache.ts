@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { compileKey, compileUser, type CompiledKey, type CompiledUser } from '../core/decide';
 import { parseKeyRecord, parseUserRecord } from '../core/records';
-import { WRONG_TYPE, type AppEvents, type RecordStore } from './ports';
+import { WrongType, type AppEvents, type RecordStore } from './ports';
 
 export type KeyEntry = { kind: 'key'; key: CompiledKey } | { kind: 'missing' } | { kind: 'invalid' };
 export type UserEntry = { kind: 'user'; user: CompiledUser } | { kind: 'missing' } | { kind: 'invalid' };
@@ -76,8 +76,13 @@ export class RecordCache {
       async () => {
         const fields = await this.store.getKey(keyId);
         if (fields === null) return { kind: 'missing' } as const;
-        if (fields === WRONG_TYPE)
-          return this.invalid('key', keyId, 'Redis value is not a hash', 'wrongtype');
+        if (fields instanceof WrongType)
+          return this.invalid(
+            'key',
+            keyId,
+            `Redis value is a ${fields.type}, not a hash`,
+            `type:${fields.type}`,
+          );
         const parsed = parseKeyRecord(keyId, fields);
         if (!parsed.ok)
           return this.invalid('key', keyId, parsed.error, `${fields.record}\0${fields.revokedAt}`);
@@ -94,8 +99,13 @@ export class RecordCache {
       async () => {
         const text = await this.store.getUser(userId);
         if (text === null) return { kind: 'missing' } as const;
-        if (text === WRONG_TYPE)
-          return this.invalid('user', userId, 'Redis value is not a string', 'wrongtype');
+        if (text instanceof WrongType)
+          return this.invalid(
+            'user',
+            userId,
+            `Redis value is a ${text.type}, not a string`,
+            `type:${text.type}`,
+          );
         const parsed = parseUserRecord(userId, text);
         if (!parsed.ok) return this.invalid('user', userId, parsed.error, text);
         return { kind: 'user', user: compileUser(parsed.value) } as const;

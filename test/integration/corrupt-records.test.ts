@@ -289,9 +289,9 @@ describe('one error line per record version', () => {
     expect(corruptLogs('user', key.userId)).toHaveLength(2);
   });
 
-  // Reported, not fixed here (src/app/record-cache.ts is outside this change): every WRONGTYPE value of an id has
-  // the same fingerprint ('wrongtype'), so a second, different wrong-type value is never logged.
-  test.failing('a wrong-type value rewritten to another wrong-type value: one more line', async () => {
+  // Reported defect, fixed: every WRONGTYPE value of an id had the same fingerprint, so a second, different
+  // wrong-type value was never logged; the fingerprint now carries the Redis type.
+  test('a wrong-type value rewritten to another wrong-type value: one more line', async () => {
     const key = await freshKey();
     await h.admin.del(keyHash(key.keyId));
     await h.admin.set(keyHash(key.keyId), 'a string');

@@ -3,7 +3,7 @@
  */
 import type Redis from 'ioredis';
 import type { KeyHashFields } from '../../core/records';
-import { StoreUnavailableError, WRONG_TYPE, type RecordStore } from '../../app/ports';
+import { StoreUnavailableError, WrongType, type RecordStore } from '../../app/ports';
 import { describeRedisError } from './connections';
 
 export const KEY_PREFIX = 'fortary:key:';
@@ -18,35 +18,38 @@ export class RedisRecordStore implements RecordStore {
     private readonly onError: (op: string, message: string) => void = () => {},
   ) {}
 
-  async getKey(keyId: string): Promise<KeyHashFields | null | typeof WRONG_TYPE> {
-    const reply = await this.call('getKey', () =>
-      this.redis.hmget(KEY_PREFIX + keyId, 'record', 'revokedAt'),
-    );
-    if (reply === WRONG_TYPE) return WRONG_TYPE;
+  async getKey(keyId: string): Promise<KeyHashFields | null | WrongType> {
+    const key = KEY_PREFIX + keyId;
+    const reply = await this.call('getKey', key, () => this.redis.hmget(key, 'record', 'revokedAt'));
+    if (reply instanceof WrongType) return reply;
     const [record, revokedAt] = reply as [string | null, string | null];
     if (record === null && revokedAt === null) return null;
     return { record, revokedAt };
   }
 
-  async getUser(userId: string): Promise<string | null | typeof WRONG_TYPE> {
-    return this.call('getUser', () => this.redis.get(USER_PREFIX + userId));
+  async getUser(userId: string): Promise<string | null | WrongType> {
+    const key = USER_PREFIX + userId;
+    return this.call('getUser', key, () => this.redis.get(key));
   }
 
   async getSequence(): Promise<number> {
-    const reply = await this.call('getSequence', () => this.redis.get(SEQUENCE_KEY));
+    const reply = await this.call('getSequence', SEQUENCE_KEY, () => this.redis.get(SEQUENCE_KEY));
     if (reply === null) return 0;
-    if (reply === WRONG_TYPE || !/^\d{1,16}$/.test(reply)) {
+    if (reply instanceof WrongType || !/^\d{1,16}$/.test(reply)) {
       // A corrupt sequence cannot prove freshness: treat it like an unavailable store (fail closed).
       throw new StoreUnavailableError(`${SEQUENCE_KEY} is not an integer`);
     }
     return Number(reply);
   }
 
-  private async call<T>(op: string, command: () => Promise<T>): Promise<T | typeof WRONG_TYPE> {
+  private async call<T>(op: string, key: string, command: () => Promise<T>): Promise<T | WrongType> {
     try {
       return await command();
     } catch (error) {
-      if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return WRONG_TYPE;
+      if (error instanceof Error && error.message.startsWith('WRONGTYPE')) {
+        // Only on the corrupt path: which type sits there tells one wrong value from the next.
+        return new WrongType(await this.redis.type(key).catch(() => 'unknown'));
+      }
       const message = describeRedisError(error);
       this.onError(op, message);
       throw new StoreUnavailableError(`redis ${op} failed: ${message}`, { cause: error });
