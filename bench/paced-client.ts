@@ -1,0 +1,370 @@
+/**
+ * Open-loop paced load in its own process: each stream sends at a fixed rate on a wall-clock schedule, whatever
+ * the answers do, and every latency is measured from the request's SCHEDULED send time (so a stalled server is
+ * charged for the requests it delayed: no coordinated omission).
+ *
+ * A worker thread keeps the schedule: it sleeps with Atomics.wait (sub-millisecond precision, no busy loop) and
+ * posts each due send to the main thread, which owns the grpc-js channels. libuv timers alone have 1 ms
+ * granularity, which would add up to a millisecond of client-side lateness to every sample.
+ *
+ *   node dist/bench/paced-client.js <config.json>     prints one JSON line of PacedResult
+ */
+import fs from 'node:fs';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { authorizationService } from '../src/adapters/grpc/service-definition';
+import { authorizationFor, checkRequestBytes, type BodySpec } from './envoy-request';
+
+export type StreamSpec =
+  | {
+      name: string;
+      kind: 'check';
+      /** host:port */
+      target: string;
+      rate: number;
+      /** Stop after this many requests (default: rate × duration). */
+      count?: number;
+      body: BodySpec;
+    }
+  | { name: string; kind: 'health'; target: string; service: string; rate: number; count?: number };
+
+export interface PacedConfig {
+  durationMs: number;
+  deadlineMs: number;
+  streams: StreamSpec[];
+}
+
+export interface LatencySummary {
+  n: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+}
+
+export interface StreamResult {
+  name: string;
+  sent: number;
+  /** grpc status code -> count (0 = OK) */
+  grpcCodes: Record<string, number>;
+  /** For Check streams: CheckResponse status.code -> count (0 = allowed); for health: serving status -> count. */
+  answers: Record<string, number>;
+  /** Milliseconds from the scheduled send time to the answer (errors included). */
+  latencyMs: LatencySummary;
+  /** Milliseconds from the actual send to the answer. */
+  serviceMs: LatencySummary;
+  /** How late the client sent relative to its schedule (client-side noise, included in latencyMs). */
+  sendLagMs: LatencySummary;
+  maxInFlight: number;
+}
+
+export interface PacedResult {
+  streams: StreamResult[];
+  elapsedMs: number;
+}
+
+interface Scheduled {
+  stream: number;
+  index: number;
+  at: number;
+}
+
+const nowNs = (): number => Number(process.hrtime.bigint());
+
+export function summarize(values: ArrayLike<number>, count = values.length): LatencySummary {
+  const sorted = Float64Array.from({ length: count }, (_, i) => values[i] as number).sort();
+  const pick = (q: number) =>
+    count === 0 ? NaN : (sorted[Math.min(count - 1, Math.ceil(q * count) - 1)] as number);
+  let sum = 0;
+  for (let i = 0; i < count; i++) sum += sorted[i] as number;
+  return {
+    n: count,
+    p50: pick(0.5),
+    p90: pick(0.9),
+    p99: pick(0.99),
+    p999: pick(0.999),
+    max: count === 0 ? NaN : (sorted[count - 1] as number),
+    mean: count === 0 ? NaN : sum / count,
+  };
+}
+
+/** status.code of an encoded CheckResponse (field 1 -> google.rpc.Status field 1); 0 when absent. */
+export function checkResponseCode(bytes: Buffer): number {
+  let pos = 0;
+  const varint = (): number => {
+    let value = 0;
+    let shift = 0;
+    for (;;) {
+      const b = bytes[pos++];
+      if (b === undefined) throw new Error('truncated varint');
+      value += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return value;
+      shift += 7;
+    }
+  };
+  while (pos < bytes.length) {
+    const tag = varint();
+    const wire = tag & 7;
+    if (wire === 0) {
+      varint();
+    } else if (wire === 2) {
+      const len = varint();
+      if (tag >>> 3 === 1) {
+        const end = pos + len;
+        while (pos < end) {
+          const inner = varint();
+          if (inner === 0x08) return varint();
+          if ((inner & 7) === 2) pos += varint();
+          else if ((inner & 7) === 0) varint();
+          else throw new Error('unexpected wire type in Status');
+        }
+        return 0;
+      }
+      pos += len;
+    } else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else throw new Error(`unexpected wire type ${wire}`);
+  }
+  throw new Error('CheckResponse without status');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Worker: the schedule.
+
+interface PacerInput {
+  startNs: number;
+  streams: Array<{ rate: number; total: number }>;
+}
+
+function runPacer(input: PacerInput): void {
+  const port = parentPort;
+  if (port === null) throw new Error('pacer must run in a worker');
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const next = input.streams.map(() => 0);
+  const due = (s: number) => input.startNs + Math.round(((next[s] as number) * 1e9) / input.streams[s]!.rate);
+  for (;;) {
+    let earliest = Infinity;
+    for (let s = 0; s < input.streams.length; s++) {
+      if ((next[s] as number) < input.streams[s]!.total) earliest = Math.min(earliest, due(s));
+    }
+    if (earliest === Infinity) break;
+    const wait = earliest - nowNs();
+    if (wait > 20_000) Atomics.wait(cell, 0, 0, wait / 1e6);
+    const now = nowNs();
+    const batch: Scheduled[] = [];
+    for (let s = 0; s < input.streams.length; s++) {
+      while ((next[s] as number) < input.streams[s]!.total && due(s) <= now) {
+        batch.push({ stream: s, index: next[s] as number, at: due(s) });
+        next[s] = (next[s] as number) + 1;
+      }
+    }
+    if (batch.length > 0) port.postMessage(batch);
+  }
+  port.postMessage('done');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Main thread: the channels and the measurements.
+
+interface StreamState {
+  spec: StreamSpec;
+  total: number;
+  latency: Float64Array;
+  service: Float64Array;
+  lag: Float64Array;
+  done: number;
+  sent: number;
+  inFlight: number;
+  maxInFlight: number;
+  grpcCodes: Record<string, number>;
+  answers: Record<string, number>;
+  bodies: Buffer[];
+  send: (i: number, callback: (error: grpc.ServiceError | null, answer: string) => void) => void;
+}
+
+interface HealthClient extends grpc.Client {
+  Check(
+    request: { service: string },
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, reply?: { status: string }) => void,
+  ): void;
+}
+
+export async function runPaced(config: PacedConfig): Promise<PacedResult> {
+  const AuthorizationClient = grpc.makeGenericClientConstructor(authorizationService, 'Authorization');
+  const checkClients = new Map<string, grpc.Client>();
+  const healthClients = new Map<string, HealthClient>();
+  const healthDefinition = protoLoader.loadSync(healthProtoPath, {
+    keepCase: true,
+    enums: String,
+    defaults: true,
+  });
+  const healthPkg = grpc.loadPackageDefinition(healthDefinition) as unknown as {
+    grpc: {
+      health: { v1: { Health: new (address: string, creds: grpc.ChannelCredentials) => HealthClient } };
+    };
+  };
+
+  const states: StreamState[] = config.streams.map((spec) => {
+    const total = spec.count ?? Math.floor((spec.rate * config.durationMs) / 1000);
+    const state: StreamState = {
+      spec,
+      total,
+      latency: new Float64Array(total),
+      service: new Float64Array(total),
+      lag: new Float64Array(total),
+      done: 0,
+      sent: 0,
+      inFlight: 0,
+      maxInFlight: 0,
+      grpcCodes: {},
+      answers: {},
+      bodies: [],
+      send: () => {},
+    };
+    if (spec.kind === 'check') {
+      let client = checkClients.get(spec.target);
+      if (client === undefined) {
+        client = new AuthorizationClient(spec.target, grpc.credentials.createInsecure());
+        checkClients.set(spec.target, client);
+      }
+      const c = client;
+      // Every body is built before the clock starts, so encoding never delays a send.
+      state.bodies = Array.from({ length: total }, (_, i) =>
+        checkRequestBytes({
+          authorization: authorizationFor(spec.body, i),
+          requestId: `bench-${spec.name}-${i}`,
+        }),
+      );
+      state.send = (i, callback) => {
+        c.makeUnaryRequest<Buffer, Buffer>(
+          authorizationService.Check.path,
+          authorizationService.Check.requestSerialize,
+          authorizationService.Check.responseDeserialize,
+          state.bodies[i] as Buffer,
+          { deadline: Date.now() + config.deadlineMs },
+          (error, response) => {
+            if (error !== null || response === undefined) return callback(error, '');
+            let answer: string;
+            try {
+              answer = String(checkResponseCode(response));
+            } catch (e) {
+              answer = `unparseable: ${(e as Error).message}`;
+            }
+            callback(null, answer);
+          },
+        );
+      };
+    } else {
+      let client = healthClients.get(spec.target);
+      if (client === undefined) {
+        client = new healthPkg.grpc.health.v1.Health(spec.target, grpc.credentials.createInsecure());
+        healthClients.set(spec.target, client);
+      }
+      const c = client;
+      state.send = (_i, callback) => {
+        c.Check({ service: spec.service }, { deadline: Date.now() + config.deadlineMs }, (error, reply) =>
+          callback(error, reply?.status ?? ''),
+        );
+      };
+    }
+    return state;
+  });
+
+  const allClients = [...checkClients.values(), ...healthClients.values()];
+  await Promise.all(
+    allClients.map(
+      (client) =>
+        new Promise<void>((resolve, reject) =>
+          client.waitForReady(Date.now() + 10_000, (error) => (error ? reject(error) : resolve())),
+        ),
+    ),
+  );
+
+  const startNs = nowNs() + 100e6;
+  const worker = new Worker(__filename, {
+    workerData: {
+      startNs,
+      streams: states.map((s) => ({ rate: s.spec.rate, total: s.total })),
+    } as PacerInput,
+  });
+  let scheduleDone = false;
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  const maybeFinish = () => {
+    if (scheduleDone && states.every((s) => s.done === s.sent)) finish();
+  };
+
+  worker.on('message', (message: Scheduled[] | 'done') => {
+    if (message === 'done') {
+      scheduleDone = true;
+      maybeFinish();
+      return;
+    }
+    for (const { stream, index, at } of message) {
+      const state = states[stream] as StreamState;
+      const sentAt = nowNs();
+      state.lag[index] = (sentAt - at) / 1e6;
+      state.sent++;
+      state.inFlight++;
+      if (state.inFlight > state.maxInFlight) state.maxInFlight = state.inFlight;
+      state.send(index, (error, answer) => {
+        const end = nowNs();
+        state.latency[index] = (end - at) / 1e6;
+        state.service[index] = (end - sentAt) / 1e6;
+        const code = error === null ? 0 : error.code;
+        state.grpcCodes[code] = (state.grpcCodes[code] ?? 0) + 1;
+        if (error === null) state.answers[answer] = (state.answers[answer] ?? 0) + 1;
+        state.inFlight--;
+        state.done++;
+        maybeFinish();
+      });
+    }
+  });
+  worker.on('error', (error) => {
+    throw error;
+  });
+  await finished;
+  await worker.terminate();
+  const elapsedMs = (nowNs() - startNs) / 1e6;
+  for (const client of allClients) client.close();
+
+  return {
+    elapsedMs,
+    streams: states.map((s) => ({
+      name: s.spec.name,
+      sent: s.sent,
+      grpcCodes: s.grpcCodes,
+      answers: s.answers,
+      latencyMs: summarize(s.latency, s.sent),
+      serviceMs: summarize(s.service, s.sent),
+      sendLagMs: summarize(s.lag, s.sent),
+      maxInFlight: s.maxInFlight,
+    })),
+  };
+}
+
+if (!isMainThread) {
+  runPacer(workerData as PacerInput);
+} else if (require.main === module) {
+  const file = process.argv[2];
+  if (file === undefined) {
+    process.stderr.write('usage: paced-client <config.json>\n');
+    process.exit(2);
+  }
+  const config = JSON.parse(fs.readFileSync(file, 'utf8')) as PacedConfig;
+  runPaced(config).then(
+    (result) => {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      process.exit(0);
+    },
+    (error: unknown) => {
+      process.stderr.write(`paced-client: ${error instanceof Error ? error.stack : String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}
