@@ -222,6 +222,7 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
         '-@all',
         '+hmget',
         '+get',
+        '+type',
         '+subscribe',
         '+ping',
         '+info',
@@ -280,6 +281,28 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
       expect(await decide(h, good.token)).toMatchObject({ allow: true });
       expect(await aclRefusals(SIDECAR)).toEqual([]);
       expect(h.logText()).not.toMatch(/NOPERM|could not load/);
+    } finally {
+      await h.stop();
+    }
+  });
+
+  test('a record of the wrong Redis type is refused and logged with its type, with no refused TYPE', async () => {
+    await admin.call('ACL', 'LOG', 'RESET');
+    const h = await startHarness({ redis: server, env: { REDIS_URL: urlFor(SIDECAR) } });
+    try {
+      const broken = await createKey(admin, { userId: 'alice', vaults: ['alpha'] });
+      await admin.del(`fortary:key:${broken.keyId}`);
+      await admin.set(`fortary:key:${broken.keyId}`, 'not a hash');
+      expect(await decide(h, broken.token)).toMatchObject({
+        allow: false,
+        http: 401,
+        reason: 'record_invalid',
+      });
+      const line = h.logs.find(
+        (l) => l.msg === 'corrupt record in redis: denying it' && l.id === broken.keyId,
+      );
+      expect(line).toMatchObject({ kind: 'key', error: expect.stringContaining('string') });
+      expect(await aclRefusals(SIDECAR)).toEqual([]);
     } finally {
       await h.stop();
     }
