@@ -1,14 +1,14 @@
 /**
  * Verifies a token against its key's bcrypt hash without letting bcrypt near the warm path.
  *
- * - A key has exactly one secret. Once a token has verified, its HMAC digest (process-local pepper) is kept; later
- *   requests compare digests in constant time, so the right token costs ~2 µs and every wrong one is refused
- *   without bcrypt.
+ * - A key has exactly one secret. Once a token has verified, its HMAC-SHA-256 digest (process-local random key) is
+ *   kept, never the token; later requests compare digests in constant time (crypto.timingSafeEqual), so the right
+ *   token costs ~1.5 µs and every wrong one is refused without bcrypt.
  * - Until then, concurrent requests with the same token share one bcrypt, wrong tokens are remembered (bounded), and
  *   bcrypt runs at most `concurrency` at a time behind a short queue that fails fast: a flood of wrong secrets
  *   cannot take the threadpool, and gets 503 rather than making everyone wait.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash as oneShotHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { MaybePromise } from './maybe-async';
 import type { AppEvents, SecretCompare } from './ports';
@@ -24,11 +24,61 @@ export interface SecretVerifierOptions {
 
 interface Verified {
   hash: string;
-  digest: Buffer;
+  /** HMAC-SHA-256 of the token, 32 bytes as a one-byte string (compact in the cache, usable in map keys). */
+  digest: string;
+}
+
+/**
+ * HMAC-SHA-256 (RFC 2104) under a fixed key, computed as two one-shot hashes over preallocated buffers:
+ * H((K ^ opad) || H((K ^ ipad) || m)). The same bytes as `createHmac('sha256', key).update(m).digest()` (tested),
+ * without a native Hmac object and a Buffer per call: ~1.2 µs instead of ~2.2 µs, and no handles for the GC.
+ */
+export class KeyedDigest {
+  private static readonly BLOCK = 64;
+  /** Messages up to this many UTF-16 units take the fast path (tokens are 66 ASCII characters). */
+  private static readonly FAST_LENGTH = 256;
+  private readonly inner: Buffer;
+  private readonly outer: Buffer;
+
+  constructor(private readonly key: Buffer) {
+    if (key.length > KeyedDigest.BLOCK) throw new Error('HMAC key longer than the block size');
+    const block = KeyedDigest.BLOCK;
+    // UTF-8 needs at most 3 bytes per UTF-16 unit.
+    this.inner = Buffer.alloc(block + 3 * KeyedDigest.FAST_LENGTH);
+    this.outer = Buffer.alloc(block + 32);
+    for (let i = 0; i < block; i++) {
+      const k = key[i] ?? 0;
+      this.inner[i] = k ^ 0x36;
+      this.outer[i] = k ^ 0x5c;
+    }
+  }
+
+  /** The digest of `message` (UTF-8, as Hmac.update(string) reads it) as a 32-character one-byte string. */
+  digest(message: string): string {
+    if (message.length > KeyedDigest.FAST_LENGTH) {
+      return createHmac('sha256', this.key).update(message).digest('binary');
+    }
+    const length = this.inner.write(message, KeyedDigest.BLOCK, 'utf8');
+    const innerDigest = oneShotHash('sha256', this.inner.subarray(0, KeyedDigest.BLOCK + length), 'binary');
+    this.outer.write(innerDigest, KeyedDigest.BLOCK, 'binary');
+    return oneShotHash('sha256', this.outer, 'binary');
+  }
+}
+
+const DIGEST_BYTES = 32;
+const scratchA = Buffer.alloc(DIGEST_BYTES);
+const scratchB = Buffer.alloc(DIGEST_BYTES);
+
+/** Constant-time equality of two digests (one-byte strings of DIGEST_BYTES characters). */
+function digestsEqual(a: string, b: string): boolean {
+  if (a.length !== DIGEST_BYTES || b.length !== DIGEST_BYTES) return false;
+  scratchA.write(a, 0, 'binary');
+  scratchB.write(b, 0, 'binary');
+  return timingSafeEqual(scratchA, scratchB);
 }
 
 export class SecretVerifier {
-  private readonly pepper = randomBytes(32);
+  private readonly hmac = new KeyedDigest(randomBytes(32));
   private readonly verified: LRUCache<string, Verified>;
   private readonly rejected: LRUCache<string, true>;
   private readonly inFlight = new Map<string, Promise<Verification>>();
@@ -45,13 +95,14 @@ export class SecretVerifier {
   }
 
   verify(keyId: string, token: string, hash: string): MaybePromise<Verification> {
-    const digest = createHmac('sha256', this.pepper).update(token).digest();
+    const digest = this.hmac.digest(token);
     const known = this.verified.get(keyId);
     if (known !== undefined && known.hash === hash) {
-      return timingSafeEqual(known.digest, digest) ? 'ok' : 'mismatch';
+      return digestsEqual(known.digest, digest) ? 'ok' : 'mismatch';
     }
-    // The digest is keyed with a secret pepper, so using it as a map key leaks nothing about the token.
-    const attempt = `${keyId}\0${hash}\0${digest.toString('base64')}`;
+    // The digest is keyed with a secret key, so using it as a map key leaks nothing about the token. Key id and
+    // bcrypt hash have fixed lengths, so the composite key is unambiguous.
+    const attempt = `${keyId}\0${hash}\0${digest}`;
     if (this.rejected.has(attempt)) return 'mismatch';
     const pending = this.inFlight.get(attempt);
     if (pending !== undefined) return pending;
