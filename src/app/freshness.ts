@@ -44,14 +44,18 @@ export class CacheFreshness {
 
   /**
    * Called after every (re)subscribe has been confirmed: anything published before the subscription started
-   * shows up as a sequence change and flushes the cache. Throws StoreUnavailableError.
+   * shows up as a sequence change and flushes the cache. The cache is trusted afterwards only if `stillSubscribed`
+   * holds once the sequence is read (the subscription may have been lost while the read was in flight); returns
+   * whether it is. Throws StoreUnavailableError.
    */
-  async reconcile(cause: string): Promise<void> {
+  async reconcile(cause: string, stillSubscribed: () => boolean = () => true): Promise<boolean> {
     await this.syncSequence(cause);
+    if (!stillSubscribed()) return false;
     if (!this.trustedFlag) {
       this.trustedFlag = true;
       this.events.trustChanged(true, cause);
     }
+    return true;
   }
 
   /** Used per request while untrusted; concurrent callers share one read. Throws StoreUnavailableError. */

@@ -279,3 +279,44 @@ export class RedisProxy {
     if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }
+
+/** A sample from a sidecar's /metrics text, e.g. `fortary_authz_cache_flushes_total{cause="gap"}`; 0 when absent. */
+export async function scrapeMetric(
+  adminPort: number,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    if (wanted.every((w) => line.includes(w))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** `CLIENT LIST` as objects (`id`, `name`, `sub`, `flags`, ...). */
+export async function clientList(redis: {
+  call(...args: string[]): Promise<unknown>;
+}): Promise<Array<Record<string, string>>> {
+  const text = String(await redis.call('CLIENT', 'LIST'));
+  return text
+    .trim()
+    .split('\n')
+    .map((line) =>
+      Object.fromEntries(
+        line
+          .trim()
+          .split(' ')
+          .map((kv) => kv.split('=', 2) as [string, string]),
+      ),
+    );
+}
+
+/** The ids of the sidecar subscriber connections Redis currently has (named by ioredis' connectionName). */
+export async function subscriberIds(redis: { call(...args: string[]): Promise<unknown> }): Promise<string[]> {
+  return (await clientList(redis))
+    .filter((c) => c.name === 'fortary-authz-subscriber' && c.sub === '1')
+    .map((c) => c.id as string);
+}

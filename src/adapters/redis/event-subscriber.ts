@@ -25,6 +25,10 @@ export class EventSubscriber {
   private heartbeat: NodeJS.Timeout | null = null;
   private pingOutstanding = false;
   private reconciling = false;
+  /** A 'ready' arrived while a reconcile was running: subscribe again once it is done. */
+  private subscribeAgain = false;
+  /** Advanced on every sign of a lost connection, so a reconcile can tell it outlived its connection. */
+  private connection = 0;
   private closed = false;
   private subscribedOnce = false;
 
@@ -64,14 +68,27 @@ export class EventSubscriber {
   }
 
   private async subscribe(): Promise<void> {
-    if (this.closed || this.reconciling) return;
+    if (this.closed) return;
+    if (this.reconciling) {
+      // This 'ready' is a new connection: the running reconcile belongs to an older one and will not trust it.
+      this.subscribeAgain = true;
+      return;
+    }
     this.reconciling = true;
+    this.subscribeAgain = false;
+    const connection = this.connection;
+    const current = () => connection === this.connection && this.redis.status === 'ready';
     try {
       await this.redis.subscribe(EVENTS_CHANNEL);
       // Subscribed first, then read the sequence: anything published before this point shows up as a change.
-      await this.freshness.reconcile(this.subscribedOnce ? 'resubscribe' : 'subscribe');
-      this.subscribedOnce = true;
-      this.hooks.connected(true);
+      const cause = this.subscribedOnce ? 'resubscribe' : 'subscribe';
+      // If the connection dropped meanwhile, the live one may not be subscribed: do not trust the cache for it.
+      if (await this.freshness.reconcile(cause, current)) {
+        this.subscribedOnce = true;
+        this.hooks.connected(true);
+      } else {
+        this.subscribeAgain = true;
+      }
     } catch (error) {
       this.hooks.warn('event subscription not reconciled; retrying', { error: describeRedisError(error) });
       this.freshness.distrust('reconcile failed');
@@ -79,6 +96,7 @@ export class EventSubscriber {
     } finally {
       this.reconciling = false;
     }
+    if (this.subscribeAgain && !this.closed && this.redis.status === 'ready') void this.subscribe();
   }
 
   private onMessage(channel: string, message: string): void {
@@ -117,6 +135,7 @@ export class EventSubscriber {
   }
 
   private lost(cause: string): void {
+    this.connection++;
     if (this.closed) return;
     this.freshness.distrust(cause);
     this.hooks.connected(false);
