@@ -79,7 +79,7 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     policy: { trustedProxies: config.trustedProxies, openPaths: config.openPaths },
   });
 
-  watchCommandConnection(redis, health, logger);
+  watchCommandConnection(redis, health, logger, () => freshness.forgetSequence());
   redis.connect().catch(() => {
     // Reported through 'error'; ioredis keeps reconnecting and health stays NOT_SERVING meanwhile.
   });
@@ -149,9 +149,18 @@ async function closeAll(health: Health, closers: Array<() => Promise<void>>, log
   }
 }
 
-/** Readiness follows the command connection; the function library is (re)loaded on every connect. */
-function watchCommandConnection(redis: ReturnType<typeof createRedis>, health: Health, logger: Logger): void {
+/**
+ * Readiness follows the command connection; the function library is (re)loaded on every connect. Every connect
+ * may reach a different server, so the sequence seen before it is forgotten (`reconnected`) before the first reply.
+ */
+function watchCommandConnection(
+  redis: ReturnType<typeof createRedis>,
+  health: Health,
+  logger: Logger,
+  reconnected: () => void,
+): void {
   redis.on('ready', () => {
+    reconnected();
     health.setReady(true);
     ensureFunctionLibrary(redis).then(
       (state) => logger.info({ state }, 'redis function library checked'),

@@ -19,6 +19,8 @@ export class CacheFreshness {
   private trustedFlag = false;
   /** The last sequence the cache is known to reflect; null before the first reconcile. */
   private lastSeq: number | null = null;
+  /** Why lastSeq is null: the flush cause the next sequence read reports. */
+  private unsyncedCause = 'startup';
   private revalidation: Promise<void> | null = null;
 
   constructor(
@@ -58,6 +60,18 @@ export class CacheFreshness {
     return true;
   }
 
+  /**
+   * The command connection was re-established. It may now reach another server (a failover, a restart, a new
+   * address behind the same name) whose sequence numbers are not comparable with the last one seen: a promoted
+   * replica that missed the last event and then published one of its own reuses its number. The next sequence
+   * read therefore flushes, whatever it returns.
+   */
+  forgetSequence(): void {
+    if (this.lastSeq === null) return;
+    this.lastSeq = null;
+    this.unsyncedCause = 'reconnect';
+  }
+
   /** Used per request while untrusted; concurrent callers share one read. Throws StoreUnavailableError. */
   revalidate(): Promise<void> {
     if (this.revalidation === null) {
@@ -92,7 +106,7 @@ export class CacheFreshness {
   private async syncSequence(cause: string): Promise<void> {
     const seq = await this.store.getSequence();
     if (seq !== this.lastSeq) {
-      this.cache.flushAll(this.lastSeq === null ? 'startup' : cause);
+      this.cache.flushAll(this.lastSeq === null ? this.unsyncedCause : cause);
       this.lastSeq = seq;
     }
   }
