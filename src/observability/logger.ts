@@ -9,6 +9,7 @@
  * nanoseconds when nothing matches. Child-logger bindings skip `formatters`, so pino's `redact` keeps literal
  * paths for them (free unless a line carries one of those keys).
  */
+import fs from 'node:fs';
 import pino, { type Logger } from 'pino';
 
 /** Property names whose values never reach a log line, at any depth up to REDACT_DEPTH (any case). */
@@ -82,7 +83,154 @@ export function createLogger(level: string, destination?: pino.DestinationStream
         log: (object) => redactSensitive(object),
       },
     },
-    // Asynchronous writes keep a log line at a couple of microseconds on the Check path; main flushes on exit.
-    destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 }),
+    // Lines are batched and written asynchronously; main flushes on exit (and the destination does at 'exit').
+    destination ?? new BufferedLogDestination(1),
   );
+}
+
+export interface BufferedLogOptions {
+  /** Write as soon as this many characters are buffered (default 32 KiB). */
+  flushChars?: number;
+  /** Otherwise write this long after the first buffered line (default 100 ms). */
+  flushMs?: number;
+  /** Beyond this many buffered characters (the fd is not keeping up) lines are dropped and counted (8 MiB). */
+  maxBufferedChars?: number;
+}
+
+/**
+ * The log destination: lines are appended to an array and written with one asynchronous fs.write per batch (at
+ * 32 KiB or 100 ms after the first line, whichever comes first).
+ *
+ * It replaces pino.destination (SonicBoom), whose write() measures the byte length of its whole pending buffer
+ * for every line, flattening a growing string each time: at ten thousand decisions a second that was the largest
+ * cost of a log line (about 20 µs of CPU per Check with logging on, against 70 µs for the rest). Batching with a
+ * timer also means a line is never held back for long on a quiet sidecar (SonicBoom with minLength waited for
+ * 4 KiB). Memory is bounded: a stalled stdout drops lines past maxBufferedChars and a line reports how many.
+ */
+export class BufferedLogDestination {
+  private lines: string[] = [];
+  private chars = 0;
+  private writing = false;
+  private timer: NodeJS.Timeout | null = null;
+  private dropped = 0;
+  private waiters: Array<() => void> = [];
+  private readonly flushChars: number;
+  private readonly flushMs: number;
+  private readonly maxBufferedChars: number;
+
+  constructor(
+    private readonly fd: number,
+    options: BufferedLogOptions = {},
+  ) {
+    this.flushChars = options.flushChars ?? 32 * 1024;
+    this.flushMs = options.flushMs ?? 100;
+    this.maxBufferedChars = options.maxBufferedChars ?? 8 * 1024 * 1024;
+    registerExitFlush(this);
+  }
+
+  write(line: string): boolean {
+    if (this.chars + line.length > this.maxBufferedChars) {
+      this.dropped++;
+      return false;
+    }
+    this.lines.push(line);
+    this.chars += line.length;
+    if (this.writing) return true;
+    if (this.chars >= this.flushChars) this.writeOut();
+    else if (this.timer === null) {
+      this.timer = setTimeout(this.onTimer, this.flushMs);
+      this.timer.unref();
+    }
+    return true;
+  }
+
+  /** Calls back once everything written so far has reached the fd (pino's logger.flush(cb) lands here). */
+  flush(callback: (error?: Error) => void = () => {}): void {
+    if (!this.writing && this.lines.length === 0 && this.dropped === 0) {
+      callback();
+      return;
+    }
+    this.waiters.push(() => callback());
+    if (!this.writing) this.writeOut();
+  }
+
+  /** Writes whatever is buffered synchronously (process exit). A batch already in flight is left to the OS. */
+  flushSync(): void {
+    const text = this.takeBatch();
+    if (text === null) return;
+    const buffer = Buffer.from(text);
+    for (let offset = 0, attempts = 0; offset < buffer.length && attempts < 1000; attempts++) {
+      try {
+        offset += fs.writeSync(this.fd, buffer, offset);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+      }
+    }
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null;
+    if (!this.writing) this.writeOut();
+  };
+
+  private takeBatch(): string | null {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.lines.length === 0 && this.dropped === 0) return null;
+    let text = this.lines.join('');
+    if (this.dropped > 0) {
+      text += `${JSON.stringify({ level: 'warn', time: new Date().toISOString(), service: 'fortary-authz', dropped: this.dropped, msg: 'log lines dropped: stdout is not keeping up' })}\n`;
+      this.dropped = 0;
+    }
+    this.lines = [];
+    this.chars = 0;
+    return text;
+  }
+
+  private writeOut(): void {
+    const text = this.takeBatch();
+    if (text === null) {
+      for (const done of this.waiters.splice(0)) done();
+      return;
+    }
+    this.writing = true;
+    this.writeBuffer(Buffer.from(text));
+  }
+
+  private writeBuffer(buffer: Buffer): void {
+    fs.write(this.fd, buffer, 0, buffer.length, null, (error, written) => {
+      if (error !== null) {
+        if (error.code === 'EAGAIN') {
+          setTimeout(() => this.writeBuffer(buffer), 10).unref();
+          return;
+        }
+        // Logging never takes the sidecar down: a batch the fd refuses (EPIPE, EBADF...) is dropped.
+        written = buffer.length;
+      }
+      if (written < buffer.length) {
+        this.writeBuffer(buffer.subarray(written));
+        return;
+      }
+      this.writing = false;
+      if (this.chars >= this.flushChars || this.waiters.length > 0) this.writeOut();
+      else if (this.lines.length > 0 && this.timer === null) {
+        this.timer = setTimeout(this.onTimer, this.flushMs);
+        this.timer.unref();
+      }
+    });
+  }
+}
+
+const liveDestinations = new Set<WeakRef<BufferedLogDestination>>();
+let exitHookInstalled = false;
+
+function registerExitFlush(destination: BufferedLogDestination): void {
+  liveDestinations.add(new WeakRef(destination));
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const ref of liveDestinations) ref.deref()?.flushSync();
+  });
 }
