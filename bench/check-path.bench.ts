@@ -22,7 +22,7 @@ import { encodeAllow } from '../src/adapters/grpc/check-response-encoder';
 import type { Decision } from '../src/core/outcome';
 import { serializeKeyRecord, serializeUserRecord } from '../src/core/records';
 import type { AuthzRequest } from '../src/core/types';
-import { createLogger } from '../src/observability/logger';
+import { createLogger, decisionLogger, type DecisionFields } from '../src/observability/logger';
 import { Metrics } from '../src/observability/metrics';
 import { BENCH_VAULT, checkRequestBytes, randomBase62 } from './envoy-request';
 import { formatToken } from '../src/core/token';
@@ -105,9 +105,9 @@ async function main(): Promise<void> {
   const metrics = new Metrics();
   time('Metrics.decision (counter + histogram)', () => metrics.decision('allowed', 0.00005));
   time('performance.now()', () => performance.now());
-  // A synchronous /dev/null destination: an asynchronous one never gets to write inside a loop that does not
-  // yield, and its growing buffer would be measured instead of the log call.
-  const devNull = pino.destination({ dest: fs.openSync('/dev/null', 'w'), sync: true });
+  // Buffered like production (minLength 4096) but written synchronously: an asynchronous destination never gets to
+  // write inside a loop that does not yield, and its growing buffer would be measured instead of the log call.
+  const devNull = pino.destination({ dest: fs.openSync('/dev/null', 'w'), sync: true, minLength: 4096 });
   const logger = createLogger('info', devNull);
   const line = {
     decision: 'allow',
@@ -120,6 +120,12 @@ async function main(): Promise<void> {
     durationMs: 0.042,
   };
   time('pino info decision line (production logger, /dev/null)', () => logger.info(line, 'check'), 50_000);
+  const writeDecision = decisionLogger(logger);
+  time(
+    'decisionLogger line (same bytes, /dev/null)',
+    () => writeDecision('info', line as DecisionFields),
+    50_000,
+  );
 
   const call = { request: req } as grpc.ServerUnaryCall<AuthzRequest, Buffer>;
   const callback: grpc.sendUnaryData<Buffer> = (_error, value) => {

@@ -68,8 +68,11 @@ export function redactSensitive<T>(value: T, depth = REDACT_DEPTH): T {
   return (copy ?? value) as T;
 }
 
+/** Marks loggers whose line format decisionLogger() mirrors. */
+const FROM_CREATE_LOGGER = Symbol('fortary.createLogger');
+
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino(
+  const logger = pino(
     {
       level,
       base: { service: 'fortary-authz' },
@@ -86,6 +89,75 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     // Lines are batched and written asynchronously; main flushes on exit (and the destination does at 'exit').
     destination ?? new BufferedLogDestination(1),
   );
+  Object.defineProperty(logger, FROM_CREATE_LOGGER, { value: true });
+  return logger;
+}
+
+/** The fields of the one log line every Check decision writes (`msg: "check"`). None is a secret. */
+export interface DecisionFields {
+  decision: 'allow' | 'deny';
+  reason: string;
+  detail?: string | undefined;
+  keyId?: string | undefined;
+  userId?: string | undefined;
+  requestId?: string | undefined;
+  method: string;
+  durationMs: number;
+}
+
+export type DecisionLevel = 'info' | 'warn' | 'error';
+export type DecisionLog = (level: DecisionLevel, fields: DecisionFields) => void;
+
+interface PinoInternals {
+  [key: symbol]: unknown;
+}
+
+/**
+ * A writer for the decision line that serialises its fixed shape directly and appends it to the logger's own
+ * destination, instead of going through pino's generic per-call path (level formatter, bindings, a walk of the
+ * object for redaction, generic stringify): about 1 µs instead of 4–5 µs, several times that on a busy server.
+ *
+ * The line is byte-for-byte what `logger[level](fields, 'check')` writes for a logger from createLogger (same keys,
+ * order, level label, ISO time, bindings; tested), in the same stream, so it interleaves with every other line.
+ * Redaction has nothing to do here: no field is named like a secret, and values were never redacted by pino
+ * either. Any logger this cannot mirror exactly (not from pino, a stream that needs pino's metadata) gets the
+ * plain `logger[level]` call.
+ */
+export function decisionLogger(logger: Logger): DecisionLog {
+  const internals = logger as unknown as PinoInternals;
+  const stream = internals[pino.symbols.streamSym] as { write(line: string): unknown } | undefined;
+  const chindings = internals[pino.symbols.chindingsSym];
+  const needsMetadata =
+    stream !== undefined && (stream as unknown as PinoInternals)[pino.symbols.needsMetadataGsym] === true;
+  const mirrored = (internals as { [FROM_CREATE_LOGGER]?: boolean })[FROM_CREATE_LOGGER] === true;
+  if (
+    !mirrored ||
+    stream === undefined ||
+    typeof stream.write !== 'function' ||
+    typeof chindings !== 'string' ||
+    needsMetadata
+  ) {
+    return (level, fields) => {
+      if (logger.isLevelEnabled(level)) logger[level](fields, 'check');
+    };
+  }
+  let lastMs = -1;
+  let timePart = '';
+  return (level, fields) => {
+    if (!logger.isLevelEnabled(level)) return;
+    const now = Date.now();
+    if (now !== lastMs) {
+      lastMs = now;
+      timePart = `,"time":"${new Date(now).toISOString()}"`;
+    }
+    let line = `{"level":"${level}"${timePart}${internals[pino.symbols.chindingsSym] as string},"decision":"${fields.decision}","reason":${JSON.stringify(fields.reason)}`;
+    if (fields.detail !== undefined) line += `,"detail":${JSON.stringify(fields.detail)}`;
+    if (fields.keyId !== undefined) line += `,"keyId":${JSON.stringify(fields.keyId)}`;
+    if (fields.userId !== undefined) line += `,"userId":${JSON.stringify(fields.userId)}`;
+    if (fields.requestId !== undefined) line += `,"requestId":${JSON.stringify(fields.requestId)}`;
+    line += `,"method":${JSON.stringify(fields.method)},"durationMs":${Number.isFinite(fields.durationMs) ? fields.durationMs : null},"msg":"check"}\n`;
+    stream.write(line);
+  };
 }
 
 export interface BufferedLogOptions {

@@ -9,6 +9,7 @@ import type { CheckService } from '../../app/check';
 import { isPromise } from '../../app/maybe-async';
 import type { Decision } from '../../core/outcome';
 import type { AuthzRequest } from '../../core/types';
+import { decisionLogger, type DecisionLog } from '../../observability/logger';
 import type { Metrics } from '../../observability/metrics';
 import { encodeAllow, encodeDeny } from './check-response-encoder';
 
@@ -17,6 +18,7 @@ export function createCheckHandler(
   logger: Logger,
   metrics: Metrics,
 ): grpc.handleUnaryCall<AuthzRequest, Buffer> {
+  const log = decisionLogger(logger);
   const respond = (
     req: AuthzRequest,
     decision: Decision,
@@ -36,7 +38,7 @@ export function createCheckHandler(
     callback(null, bytes);
     const seconds = (performance.now() - started) / 1000;
     metrics.decision(final.reason, seconds);
-    logDecision(logger, req, final, seconds);
+    logDecision(log, req, final, seconds);
   };
 
   return (call, callback) => {
@@ -69,25 +71,21 @@ function headersToRemove(req: AuthzRequest): readonly string[] {
 }
 const NONE: readonly string[] = [];
 
-function logDecision(logger: Logger, req: AuthzRequest, decision: Decision, seconds: number): void {
+function logDecision(log: DecisionLog, req: AuthzRequest, decision: Decision, seconds: number): void {
   const level =
     decision.reason === 'internal_error'
       ? 'error'
       : decision.reason === 'store_unavailable'
         ? 'warn'
         : 'info';
-  if (!logger.isLevelEnabled(level)) return;
-  logger[level](
-    {
-      decision: decision.allow ? 'allow' : 'deny',
-      reason: decision.reason,
-      detail: decision.allow ? undefined : decision.detail,
-      keyId: decision.keyId,
-      userId: decision.userId,
-      requestId: req.requestId,
-      method: req.method.slice(0, 16),
-      durationMs: Math.round(seconds * 1e6) / 1e3,
-    },
-    'check',
-  );
+  log(level, {
+    decision: decision.allow ? 'allow' : 'deny',
+    reason: decision.reason,
+    detail: decision.allow ? undefined : decision.detail,
+    keyId: decision.keyId,
+    userId: decision.userId,
+    requestId: req.requestId,
+    method: req.method.slice(0, 16),
+    durationMs: Math.round(seconds * 1e6) / 1e3,
+  });
 }

@@ -2,11 +2,15 @@ import { Writable } from 'node:stream';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pino from 'pino';
 import {
   BufferedLogDestination,
   CENSOR,
   createLogger,
+  decisionLogger,
   redactSensitive,
+  type DecisionFields,
+  type DecisionLevel,
 } from '../../../src/observability/logger';
 
 function capture() {
@@ -102,6 +106,97 @@ describe('log redaction', () => {
   });
 });
 
+describe('decision line writer', () => {
+  afterEach(() => jest.useRealTimers());
+
+  const cases: Array<[DecisionLevel, DecisionFields]> = [
+    [
+      'info',
+      {
+        decision: 'allow',
+        reason: 'allowed',
+        keyId: 'k7Qm2xVb9TnP',
+        userId: 'alice@example.com',
+        requestId: 'r-1',
+        method: 'GET',
+        durationMs: 0.042,
+      },
+    ],
+    [
+      'info',
+      {
+        decision: 'deny',
+        reason: 'token_malformed',
+        detail: 'token is not a well-formed fortary key',
+        method: 'POST',
+        durationMs: 1.5,
+      },
+    ],
+    [
+      'warn',
+      {
+        decision: 'deny',
+        reason: 'store_unavailable',
+        detail: 'redis getKey failed: "quoted" \\ back\nnew line \u2028 \u0001',
+        requestId: '\u00e9\ud83d\ude00',
+        method: 'G\tET',
+        durationMs: 12,
+      },
+    ],
+    [
+      'error',
+      {
+        decision: 'deny',
+        reason: 'internal_error',
+        detail: '',
+        keyId: 'k',
+        userId: 'u',
+        requestId: undefined,
+        method: '',
+        durationMs: NaN,
+      },
+    ],
+  ];
+
+  it('writes exactly the bytes pino would write for the same line', () => {
+    jest.useFakeTimers({ now: new Date('2026-11-27T12:34:56.789Z') });
+    const fast = capture();
+    const slow = capture();
+    const write = decisionLogger(fast.logger);
+    for (const [level, fields] of cases) {
+      write(level, fields);
+      slow.logger[level](fields, 'check');
+      jest.advanceTimersByTime(3);
+    }
+    expect(fast.raw).toEqual(slow.raw);
+    expect(fast.raw).toHaveLength(cases.length);
+  });
+
+  it('writes valid JSON for a lone surrogate (pino writes it raw; strings decoded from UTF-8 never have one)', () => {
+    const { logger, lines } = capture();
+    decisionLogger(logger)('info', { ...cases[0]![1], requestId: 'a\ud800b' });
+    expect(lines[0]!.requestId).toBe('a\ud800b');
+  });
+
+  it('respects the level, including a level changed at run time', () => {
+    const { logger, lines } = capture();
+    logger.level = 'warn';
+    const write = decisionLogger(logger);
+    write('info', cases[0]![1]);
+    write('warn', cases[2]![1]);
+    logger.level = 'info';
+    write('info', cases[0]![1]);
+    expect(lines.map((l) => l.level)).toEqual(['warn', 'info']);
+  });
+
+  it('falls back to the logger itself for loggers it does not mirror', () => {
+    const raw: string[] = [];
+    const other = pino({ base: { app: 'x' } }, { write: (s: string) => raw.push(s) });
+    decisionLogger(other)('info', cases[0]![1]);
+    expect(JSON.parse(raw[0]!)).toMatchObject({ app: 'x', level: 30, msg: 'check', decision: 'allow' });
+  });
+});
+
 describe('BufferedLogDestination', () => {
   let dir: string;
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fortary-log-'))));
@@ -118,14 +213,25 @@ describe('BufferedLogDestination', () => {
     const { fd, read } = open();
     const destination = new BufferedLogDestination(fd, { flushChars: 1000 });
     const logger = createLogger('info', destination);
-    for (let i = 0; i < 500; i++) logger.info({ i }, 'plain');
+    const write = decisionLogger(logger);
+    for (let i = 0; i < 500; i++) {
+      if (i % 2 === 0) logger.info({ i }, 'plain');
+      else
+        write('info', {
+          decision: 'allow',
+          reason: 'allowed',
+          requestId: String(i),
+          method: 'GET',
+          durationMs: 1,
+        });
+    }
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
     const lines = read()
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(500);
-    expect(lines.map((l) => l.i)).toEqual([...Array(500).keys()]);
+    expect(lines.map((l) => (l.msg === 'plain' ? l.i : Number(l.requestId)))).toEqual([...Array(500).keys()]);
     fs.closeSync(fd);
   });
 
