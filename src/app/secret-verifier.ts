@@ -7,6 +7,13 @@
  * - Until then, concurrent requests with the same token share one bcrypt, wrong tokens are remembered (bounded), and
  *   bcrypt runs at most `concurrency` at a time behind a short queue that fails fast: a flood of wrong secrets
  *   cannot take the threadpool, and gets 503 rather than making everyone wait.
+ * - "Short" is measured in time as well as in places: a request is queued only if the bcrypts ahead of it should
+ *   finish within `maxWaitMs` (from the running average of recent compares), and one that has waited longer than
+ *   that when its turn comes is answered 503 without running bcrypt at all: Envoy (200 ms timeout by default) has
+ *   given up on it by then, and the compare would only take the CPU from requests that can still be answered.
+ * - One key id has at most `perKeyLimit` bcrypts running or queued at a time (default 1). A key has one secret, so
+ *   two different tokens for the same unverified key at once means at least one is wrong; concurrent requests with
+ *   the same token still share theirs. A flood aimed at a few key ids takes a few slots, not the whole queue.
  */
 import { createHmac, hash as oneShotHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -20,7 +27,15 @@ export interface SecretVerifierOptions {
   queue: number;
   maxKeys: number;
   maxRejected?: number;
+  /** Longest a request may wait for a bcrypt slot (default 100 ms). */
+  maxWaitMs?: number;
+  /** bcrypts running or queued per key id (default 1). */
+  perKeyLimit?: number;
+  /** Milliseconds, monotonic (tests inject one). */
+  now?: () => number;
 }
+
+export const DEFAULT_BCRYPT_MAX_WAIT_MS = 100;
 
 interface Verified {
   hash: string;
@@ -84,6 +99,13 @@ export class SecretVerifier {
   private readonly inFlight = new Map<string, Promise<Verification>>();
   private readonly waiting: Array<() => void> = [];
   private running = 0;
+  /** bcrypts running or queued, by key id. */
+  private readonly perKey = new Map<string, number>();
+  /** Running average of a compare's duration (ms); 0 until the first one finishes. */
+  private averageMs = 0;
+  private readonly maxWaitMs: number;
+  private readonly perKeyLimit: number;
+  private readonly now: () => number;
 
   constructor(
     private readonly compare: SecretCompare,
@@ -92,6 +114,9 @@ export class SecretVerifier {
   ) {
     this.verified = new LRUCache({ max: options.maxKeys });
     this.rejected = new LRUCache({ max: options.maxRejected ?? 10_000 });
+    this.maxWaitMs = options.maxWaitMs ?? DEFAULT_BCRYPT_MAX_WAIT_MS;
+    this.perKeyLimit = options.perKeyLimit ?? 1;
+    this.now = options.now ?? (() => performance.now());
   }
 
   verify(keyId: string, token: string, hash: string): MaybePromise<Verification> {
@@ -106,18 +131,37 @@ export class SecretVerifier {
     if (this.rejected.has(attempt)) return 'mismatch';
     const pending = this.inFlight.get(attempt);
     if (pending !== undefined) return pending;
-    if (this.running >= this.options.concurrency && this.waiting.length >= this.options.queue) {
+    const forKey = this.perKey.get(keyId) ?? 0;
+    if (forKey >= this.perKeyLimit || !this.admit()) {
       this.events.bcryptRejected();
       return 'overloaded';
     }
-    const promise = this.runBcrypt(token, hash).then((matches): Verification => {
+    this.perKey.set(keyId, forKey + 1);
+    const promise = this.runBcrypt(token, hash).then((result): Verification => {
       this.inFlight.delete(attempt);
-      if (matches) this.verified.set(keyId, { hash, digest });
+      const left = (this.perKey.get(keyId) ?? 1) - 1;
+      if (left > 0) this.perKey.set(keyId, left);
+      else this.perKey.delete(keyId);
+      if (result === 'expired') {
+        this.events.bcryptRejected();
+        return 'overloaded';
+      }
+      if (result) this.verified.set(keyId, { hash, digest });
       else this.rejected.set(attempt, true);
-      return matches ? 'ok' : 'mismatch';
+      return result ? 'ok' : 'mismatch';
     });
     this.inFlight.set(attempt, promise);
     return promise;
+  }
+
+  /** A free slot, or a place in a queue that should reach a slot within maxWaitMs. */
+  private admit(): boolean {
+    const { concurrency, queue } = this.options;
+    if (this.running < concurrency) return true;
+    if (this.waiting.length >= queue) return false;
+    // The bcrypts ahead finish `concurrency` at a time; this one starts when its round comes up.
+    const rounds = Math.ceil((this.waiting.length + 1) / concurrency);
+    return rounds * this.averageMs <= this.maxWaitMs;
   }
 
   /** Forgets a key's verified digest (not needed for correctness: the hash is compared too). */
@@ -125,25 +169,39 @@ export class SecretVerifier {
     this.verified.delete(keyId);
   }
 
-  private async runBcrypt(token: string, hash: string): Promise<boolean> {
+  /** The compare's answer, or 'expired' when the request waited longer than maxWaitMs for a slot. */
+  private async runBcrypt(token: string, hash: string): Promise<boolean | 'expired'> {
     if (this.running >= this.options.concurrency) {
+      const queuedAt = this.now();
       await new Promise<void>((resolve) => this.waiting.push(resolve));
+      // The slot was handed over; give it straight on if this request is too late to be worth a bcrypt.
+      if (this.now() - queuedAt > this.maxWaitMs) {
+        this.release();
+        return 'expired';
+      }
     } else {
       this.running++;
     }
     this.report();
+    const started = this.now();
     try {
       return await this.compare(token, hash);
     } catch {
       // A hash bcrypt cannot read never verifies anything.
       return false;
     } finally {
-      const next = this.waiting.shift();
-      // Hand the slot straight to the next waiter so `running` never over-counts.
-      if (next !== undefined) next();
-      else this.running--;
-      this.report();
+      const took = this.now() - started;
+      this.averageMs = this.averageMs === 0 ? took : 0.8 * this.averageMs + 0.2 * took;
+      this.release();
     }
+  }
+
+  /** Hands the slot straight to the next waiter, so `running` never over-counts. */
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next !== undefined) next();
+    else this.running--;
+    this.report();
   }
 
   private report(): void {
