@@ -26,7 +26,8 @@
  *   npx tsc -p tsconfig.build.json && node dist/bench/fuzz.js --cases 100000 --seed 20261127 --concurrency 256
  * starts its own redis-server and the built sidecar (dist/src/main.js) as a child process, seeds the world, fuzzes,
  * then checks that the process is alive, still allows a good request, and counted no internal error. It exits 1
- * on any violation. `--case <k>` replays one case of a seed and prints it. CI runs a fixed-seed sample of the same
+ * on any violation. `--case <k>` replays one case of a seed and prints it (the seed also fixes the world's key ids and
+ * tokens, so the bytes are the same). CI runs a fixed-seed sample of the same
  * generator and oracle: test/fuzz/check.fuzz.test.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -71,17 +72,31 @@ export interface World {
 
 export const TRUSTED_PROXIES = ['10.200.0.0/16'];
 
-function randomBase62(length: number): string {
+/** Base62 text from a seeded generator (mulberry32): the same seed gives the same key ids and tokens. */
+function base62Source(seed: number): (length: number) => string {
+  let state = seed >>> 0;
+  const byte = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) & 0xff;
+  };
+  return (length) => randomBase62(length, byte);
+}
+
+function randomBase62(length: number, byte: () => number): string {
   for (;;) {
     const bytes = new Uint8Array(length * 2);
-    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = byte();
     const text = base62FromBytes(bytes, length);
     if (text !== null) return text;
   }
 }
 
 /** Writes users and keys through the function library (as the portal does), plus the corruptions the contract forbids. */
-export async function seedWorld(redis: Redis): Promise<World> {
+export async function seedWorld(redis: Redis, seed = 1): Promise<World> {
+  const randomBase62 = base62Source(seed);
   await ensureFunctionLibrary(redis);
   const now = Date.now();
   const users: Record<string, { active: boolean; developerVaults: string[] }> = {
@@ -1276,7 +1291,7 @@ export interface FuzzOptions {
   seed: number;
   concurrency: number;
   /**
-   * A call still unanswered after this long is a hang (default 30 s). Generous on purpose: under a saturating
+   * A call still unanswered after this long is a hang (default 60 s). Generous on purpose: under a saturating
    * closed loop, requests over the server's 64 KiB HTTP/2 window take seconds (docs/hardening.md, "Findings").
    */
   deadlineMs?: number;
@@ -1336,7 +1351,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       if (k >= end) return;
       const bytes = encodeCase(generateCase(arbitrary, options.seed, k));
       const sent = performance.now();
-      const result = await client.send(bytes, options.deadlineMs ?? 30_000);
+      const result = await client.send(bytes, options.deadlineMs ?? 60_000);
       const ms = performance.now() - sent;
       latencies.push(ms);
       if (ms > slowest.ms) slowest = { case: k, ms: Math.round(ms), bytes: bytes.length };
@@ -1471,7 +1486,7 @@ async function main(): Promise<void> {
     });
     const admin = new Redis(redisPort, '127.0.0.1', { maxRetriesPerRequest: 1 });
     admin.on('error', () => {});
-    const world = await seedWorld(admin);
+    const world = await seedWorld(admin, seed);
     if (only !== undefined) {
       const c = generateCase(caseArbitrary(world), seed, Number(only));
       const bytes = encodeCase(c);

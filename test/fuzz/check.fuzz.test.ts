@@ -31,7 +31,7 @@ let report: FuzzReport;
 
 beforeAll(async () => {
   h = await startHarness({ env: { FORTARY_TRUSTED_PROXIES: TRUSTED_PROXIES.join(',') } });
-  world = await seedWorld(h.admin);
+  world = await seedWorld(h.admin, SEED);
   address = `127.0.0.1:${h.sidecar.grpcPort}`;
 });
 
