@@ -3,7 +3,7 @@
  *
  * Cases are generated with fast-check from a seed. Each one is a CheckRequest built field by field with a small wire
  * writer, so it can hold what protobufjs cannot express: duplicate fields and map keys, unknown fields at every
- * level, both header shapes, several Authorization lines, bytes that are not UTF-8. About a third of the cases are
+ * level, both header shapes, several Authorization lines, bytes that are not UTF-8. About a sixth of the cases are
  * then mutated at the byte level (bit flips, inserted/deleted/duplicated ranges, huge lengths, truncation), and a
  * few are plain garbage. Each case is sent to a running sidecar, and its answer is checked:
  *
@@ -23,12 +23,12 @@
  *   identity headers.
  *
  * The long run (run by hand, not in CI):
- *   npx tsc -p tsconfig.build.json && node dist/bench/fuzz.js --cases 100000 --seed 20261127 --concurrency 256
+ *   npx tsc -p tsconfig.build.json && node dist/bench/fuzz.js --cases 100000 --seed 90210 --concurrency 128
  * starts its own redis-server and the built sidecar (dist/src/main.js) as a child process, seeds the world, fuzzes,
  * then checks that the process is alive, still allows a good request, and counted no internal error. It exits 1
  * on any violation. `--case <k>` replays one case of a seed and prints it (the seed also fixes the world's key ids and
- * tokens, so the bytes are the same). CI runs a fixed-seed sample of the same
- * generator and oracle: test/fuzz/check.fuzz.test.ts.
+ * tokens, so the bytes are the same). CI runs a fixed-seed sample of the same generator and oracle:
+ * test/fuzz/check.fuzz.test.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -1460,7 +1460,7 @@ function argument(name: string): string | undefined {
 async function main(): Promise<void> {
   const seed = Number(argument('seed') ?? Math.floor(Math.random() * 2 ** 31));
   const cases = Number(argument('cases') ?? 100_000);
-  const concurrency = Number(argument('concurrency') ?? 256);
+  const concurrency = Number(argument('concurrency') ?? 128);
   const only = argument('case');
   const root = repoRoot();
   const redisPort = await freePort();
