@@ -34,8 +34,8 @@ export class RecordCache {
   private readonly users: LRUCache<string, UserEntry>;
   private readonly keyLoads = new Map<string, InFlight<KeyEntry>>();
   private readonly userLoads = new Map<string, InFlight<UserEntry>>();
-  /** Versions of corrupt records already logged, so a hot corrupt key logs once, not per request. */
-  private readonly reported = new LRUCache<string, true>({ max: 10_000 });
+  /** The corrupt version last logged per record, so a hot corrupt key logs once, not per request. */
+  private readonly reported = new LRUCache<string, string>({ max: 10_000 });
   private readonly missingTtlMs: number;
   /** Advanced by every invalidation; loads that started under an older generation are not cached. */
   private generation = 0;
@@ -86,6 +86,7 @@ export class RecordCache {
         const parsed = parseKeyRecord(keyId, fields);
         if (!parsed.ok)
           return this.invalid('key', keyId, parsed.error, `${fields.record}\0${fields.revokedAt}`);
+        this.repaired('key', keyId);
         return { kind: 'key', key: compileKey(parsed.value) } as const;
       },
       (entry, generation) => this.store_(this.keys, keyId, entry, generation),
@@ -108,6 +109,7 @@ export class RecordCache {
           );
         const parsed = parseUserRecord(userId, text);
         if (!parsed.ok) return this.invalid('user', userId, parsed.error, text);
+        this.repaired('user', userId);
         return { kind: 'user', user: compileUser(parsed.value) } as const;
       },
       (entry, generation) => this.store_(this.users, userId, entry, generation),
@@ -175,11 +177,16 @@ export class RecordCache {
   }
 
   private invalid(kind: 'key' | 'user', id: string, error: string, version: string): { kind: 'invalid' } {
-    const fingerprint = `${kind}:${id}:${createHash('sha256').update(version).digest('base64')}`;
-    if (!this.reported.has(fingerprint)) {
-      this.reported.set(fingerprint, true);
+    const fingerprint = createHash('sha256').update(version).digest('base64');
+    if (this.reported.get(`${kind}:${id}`) !== fingerprint) {
+      this.reported.set(`${kind}:${id}`, fingerprint);
       this.events.recordInvalid(kind, id, error);
     }
     return { kind: 'invalid' };
+  }
+
+  /** A valid load ends the corrupt streak: corrupting the record again, even into the same bytes, logs again. */
+  private repaired(kind: 'key' | 'user', id: string): void {
+    if (this.reported.size > 0) this.reported.delete(`${kind}:${id}`);
   }
 }

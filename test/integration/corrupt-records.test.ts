@@ -312,6 +312,20 @@ describe('one error line per record version', () => {
     await announce('key.updated', key.keyId);
     await waitFor(async () => (await decide(key.token)).allow);
   });
+
+  test('corrupted, repaired, then corrupted again into the same bytes: logged again', async () => {
+    const key = await freshKey();
+    const record = await recordOf(key.keyId);
+    await h.admin.hset(keyHash(key.keyId), 'record', '{}');
+    await hammer(key.token, 5);
+    expect(corruptLogs('key', key.keyId)).toHaveLength(1);
+    await h.admin.hset(keyHash(key.keyId), 'record', JSON.stringify(record));
+    await announce('key.updated', key.keyId);
+    await waitFor(async () => (await decide(key.token)).allow);
+    await h.admin.hset(keyHash(key.keyId), 'record', '{}');
+    await announce('key.updated', key.keyId);
+    await askUntil(key.token, () => corruptLogs('key', key.keyId).length === 2);
+  });
 });
 
 test('the sidecar is unaffected: still serving, no internal error, every error line is a corrupt-record line', async () => {
