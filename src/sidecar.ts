@@ -14,7 +14,7 @@ import type { Config } from './config';
 import { AdminServer } from './adapters/admin/admin-server';
 import { createCheckHandler } from './adapters/grpc/authz-handler';
 import { GrpcListener, Health } from './adapters/grpc/grpc-server';
-import { authorizationService } from './adapters/grpc/service-definition';
+import { authorizationServiceReporting } from './adapters/grpc/service-definition';
 import { createRedis, describeRedisError } from './adapters/redis/connections';
 import { EventSubscriber } from './adapters/redis/event-subscriber';
 import { ensureFunctionLibrary } from './adapters/redis/function-library';
@@ -114,7 +114,7 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     }
 
     const grpcListener = new GrpcListener(config.grpc);
-    grpcListener.server.addService(authorizationService, {
+    grpcListener.server.addService(authorizationServiceReporting(malformedReporter(logger, metrics)), {
       Check: createCheckHandler(check, logger, metrics),
     });
     health.implementation.addToServer(grpcListener.server);
@@ -198,5 +198,23 @@ function appEvents(logger: Logger, metrics: Metrics): AppEvents {
       metrics.bcryptQueued.set(queued);
     },
     bcryptRejected: () => metrics.bcryptRejected.inc(),
+  };
+}
+
+/** Counts every undecodable CheckRequest and logs at most one line per 10 s, so garbage cannot flood the log. */
+function malformedReporter(logger: Logger, metrics: Metrics): (error: unknown) => void {
+  let lastLog = 0;
+  let unlogged = 0;
+  return (error) => {
+    metrics.malformedRequests.inc();
+    unlogged++;
+    const now = Date.now();
+    if (now - lastLog < 10_000) return;
+    logger.warn(
+      { count: unlogged, error: error instanceof Error ? error.message : String(error) },
+      'undecodable CheckRequest refused',
+    );
+    lastLog = now;
+    unlogged = 0;
   };
 }

@@ -90,6 +90,11 @@ export class Metrics {
     labelNames: ['op'] as const,
     registers: [this.registry],
   });
+  readonly malformedRequests = new Counter({
+    name: 'fortary_authz_malformed_requests_total',
+    help: 'CheckRequests that could not be decoded (the call fails closed; Envoy answers status_on_error).',
+    registers: [this.registry],
+  });
   readonly recordsInvalid = new Counter({
     name: 'fortary_authz_records_invalid_total',
     help: 'Corrupt key or user records seen (once per record version).',

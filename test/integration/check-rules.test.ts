@@ -284,6 +284,29 @@ describe('answers Envoy can act on', () => {
   });
 });
 
+describe('undecodable requests', () => {
+  it('fail the call (Envoy answers status_on_error), are counted, and log one throttled line', async () => {
+    const before = await malformedCount(h);
+    for (let i = 0; i < 5; i++) {
+      await expect(
+        h.client.raw(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01])),
+      ).rejects.toMatchObject({
+        code: 13,
+      });
+    }
+    expect((await malformedCount(h)) - before).toBe(5);
+    expect(h.logs.filter((l) => l.msg === 'undecodable CheckRequest refused')).toHaveLength(1);
+    expect(
+      verdict(await h.client(envoyRequest({ authorization: bearer('alpha'), path: alphaPath }))).allow,
+    ).toBe(true);
+  });
+});
+
+async function malformedCount(harness: Harness): Promise<number> {
+  const metric = harness.sidecar.metrics.registry.getSingleMetric('fortary_authz_malformed_requests_total');
+  return (await metric?.get())?.values[0]?.value ?? 0;
+}
+
 describe('cost of the warm path', () => {
   it('makes no bcrypt call and no Redis round trip once a token is verified and cached', async () => {
     const request = envoyRequest({ authorization: bearer('noExpiry'), path: alphaPath });

@@ -36,3 +36,25 @@ export const authorizationService = {
     originalName: 'check',
   },
 } as const satisfies ServiceDefinition<AuthorizationImplementation>;
+
+/**
+ * The same service with a deserializer that reports what it refuses. An undecodable request still fails the call
+ * (INTERNAL, so Envoy answers with status_on_error: fail closed); the hook lets an operator see it happening.
+ */
+export function authorizationServiceReporting(
+  onMalformed: (error: unknown) => void,
+): typeof authorizationService {
+  return {
+    Check: {
+      ...authorizationService.Check,
+      requestDeserialize: (bytes: Buffer): AuthzRequest => {
+        try {
+          return decodeCheckRequest(bytes);
+        } catch (error) {
+          onMalformed(error);
+          throw error;
+        }
+      },
+    },
+  };
+}
