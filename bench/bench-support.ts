@@ -12,6 +12,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { parseAllDocuments } from 'yaml';
 import { repoRoot } from './envoy-request';
 
 export const ROOT = repoRoot();
@@ -156,28 +157,63 @@ export interface SidecarProcess {
   stderr(): string;
 }
 
-/** `node dist/src/main.js` with the production defaults; only addresses and the Redis URL are set. */
+const DEPLOYMENT = path.join(ROOT, 'deploy', 'base', 'deployment.yaml');
+/** Set by the bench itself: loopback addresses on free ports, the private Redis. */
+const BENCH_OWNED = new Set(['FORTARY_GRPC_ADDR', 'FORTARY_HEALTH_ADDR', 'FORTARY_ADMIN_ADDR', 'REDIS_URL']);
+
+/**
+ * The sidecar container's literal environment from deploy/base/deployment.yaml (NODE_OPTIONS with the heap cap,
+ * UV_THREADPOOL_SIZE, FORTARY_BCRYPT_CONCURRENCY, ...), so the bench runs what production runs. Addresses and
+ * REDIS_URL are the bench's own. The container's CPU limit (a cgroup quota) is not reproduced.
+ */
+export function productionEnv(): Record<string, string> {
+  const text = fs.readFileSync(DEPLOYMENT, 'utf8');
+  for (const doc of parseAllDocuments(text)) {
+    const value = doc.toJS() as {
+      kind?: string;
+      spec?: {
+        template?: {
+          spec?: { containers?: Array<{ name: string; env?: Array<{ name: string; value?: unknown }> }> };
+        };
+      };
+    };
+    const container = value?.spec?.template?.spec?.containers?.find((c) => c.name === 'fortary-authz');
+    if (value?.kind !== 'Deployment' || container === undefined) continue;
+    const env: Record<string, string> = {};
+    for (const entry of container.env ?? []) {
+      if (typeof entry.value === 'string' && !BENCH_OWNED.has(entry.name)) env[entry.name] = entry.value;
+    }
+    return env;
+  }
+  throw new Error(`no fortary-authz container in ${DEPLOYMENT}`);
+}
+
+/** `node dist/src/main.js` with the deployment's environment (productionEnv); addresses and Redis are the bench's. */
 export async function startSidecar(
   redisUrl: string,
-  options: { logFile?: string; env?: Record<string, string>; nodeArgs?: string[] } = {},
+  options: { logFile?: string; env?: Record<string, string>; nodeArgs?: string[]; main?: string } = {},
 ): Promise<SidecarProcess> {
   const [grpcPort, healthPort, adminPort] = [await freePort(), await freePort(), await freePort()];
   const stdout = options.logFile === undefined ? 'ignore' : fs.openSync(options.logFile, 'a');
   const stdio: StdioOptions = ['ignore', stdout, 'pipe'];
   const proc = track(
-    spawn(process.execPath, [...(options.nodeArgs ?? []), path.join(ROOT, 'dist/src/main.js')], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? '',
-        NODE_ENV: 'production',
-        REDIS_URL: redisUrl,
-        FORTARY_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
-        FORTARY_HEALTH_ADDR: `127.0.0.1:${healthPort}`,
-        FORTARY_ADMIN_ADDR: `127.0.0.1:${adminPort}`,
-        ...options.env,
+    spawn(
+      process.execPath,
+      [...(options.nodeArgs ?? []), options.main ?? path.join(ROOT, 'dist/src/main.js')],
+      {
+        cwd: ROOT,
+        env: {
+          PATH: process.env.PATH ?? '',
+          NODE_ENV: 'production',
+          REDIS_URL: redisUrl,
+          FORTARY_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
+          FORTARY_HEALTH_ADDR: `127.0.0.1:${healthPort}`,
+          FORTARY_ADMIN_ADDR: `127.0.0.1:${adminPort}`,
+          ...options.env,
+        },
+        stdio,
       },
-      stdio,
-    }),
+    ),
   );
   if (typeof stdout === 'number') fs.closeSync(stdout);
   let err = '';

@@ -7,9 +7,12 @@
  * posts each due send to the main thread, which owns the grpc-js channels. libuv timers alone have 1 ms
  * granularity, which would add up to a millisecond of client-side lateness to every sample.
  *
- *   node dist/bench/paced-client.js <config.json>     prints one JSON line of PacedResult
+ *   node dist/bench/paced-client.js <config.json>     prints "measure-start" when the warm-up ends, then one JSON
+ *                                                      line of PacedResult
  */
 import fs from 'node:fs';
+import http2 from 'node:http2';
+import net from 'node:net';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -34,6 +37,18 @@ export interface PacedConfig {
   durationMs: number;
   deadlineMs: number;
   streams: StreamSpec[];
+  /**
+   * Each stream first sends at its rate for `ms` without recording anything (JIT, connections: the first hundred
+   * calls of a fresh client take tens of milliseconds). Check streams send `authorization` meanwhile (choose one
+   * whose decision is known, so the caller can account for it in the server's counters).
+   */
+  warmup?: { ms: number; authorization: string };
+  /**
+   * Client for Check streams: 'http2' (default) sends the same gRPC request over Node's http2 module, which costs
+   * the client a fraction of a grpc-js call, so less of the measured tail is the client's own; 'grpc-js' uses a
+   * grpc-js channel. Health streams always use grpc-js.
+   */
+  transport?: 'http2' | 'grpc-js';
 }
 
 export interface LatencySummary {
@@ -48,6 +63,8 @@ export interface LatencySummary {
 
 export interface StreamResult {
   name: string;
+  /** Warm-up calls sent before the measured ones (not in any figure below). */
+  warmupSent: number;
   sent: number;
   /** grpc status code -> count (0 = OK) */
   grpcCodes: Record<string, number>;
@@ -65,6 +82,8 @@ export interface StreamResult {
 export interface PacedResult {
   streams: StreamResult[];
   elapsedMs: number;
+  /** CPU seconds this client used (both threads) while sending. */
+  clientCpuSeconds: number;
 }
 
 interface Scheduled {
@@ -172,6 +191,9 @@ function runPacer(input: PacerInput): void {
 
 interface StreamState {
   spec: StreamSpec;
+  /** Warm-up calls scheduled before the measured ones. */
+  warm: number;
+  warmDone: number;
   total: number;
   latency: Float64Array;
   service: Float64Array;
@@ -183,7 +205,7 @@ interface StreamState {
   grpcCodes: Record<string, number>;
   answers: Record<string, number>;
   bodies: Buffer[];
-  send: (i: number, callback: (error: grpc.ServiceError | null, answer: string) => void) => void;
+  send: (i: number, callback: (error: { code: number } | null, answer: string) => void) => void;
 }
 
 interface HealthClient extends grpc.Client {
@@ -194,7 +216,108 @@ interface HealthClient extends grpc.Client {
   ): void;
 }
 
+type UnaryCallback = (error: { code: number; message: string } | null, response?: Buffer) => void;
+
+/**
+ * A minimal gRPC unary client over one HTTP/2 connection (what Envoy keeps to its ext_authz cluster): POST with
+ * the length-prefixed message, the answer's message and grpc-status from the trailers. Deadlines are enforced by
+ * one sweep timer rather than a timer per call.
+ */
+class Http2UnaryClient {
+  private readonly session: http2.ClientHttp2Session;
+  private readonly pending = new Set<{
+    stream: http2.ClientHttp2Stream;
+    deadline: number;
+    fail: () => void;
+  }>();
+  private readonly sweep: NodeJS.Timeout;
+
+  constructor(target: string) {
+    const [host, port] = [
+      target.slice(0, target.lastIndexOf(':')),
+      Number(target.slice(target.lastIndexOf(':') + 1)),
+    ];
+    this.session = http2.connect(`http://${target}`, {
+      createConnection: () => net.connect({ host, port, noDelay: true }),
+    });
+    this.session.on('error', () => {});
+    this.sweep = setInterval(() => {
+      const now = Date.now();
+      for (const call of this.pending) if (call.deadline <= now) call.fail();
+    }, 20);
+    this.sweep.unref();
+  }
+
+  ready(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.session.connecting === false) return resolve();
+      this.session.once('connect', () => resolve());
+      this.session.once('error', reject);
+    });
+  }
+
+  unary(path: string, message: Buffer, deadlineMs: number, callback: UnaryCallback): void {
+    const frame = Buffer.allocUnsafe(5 + message.length);
+    frame[0] = 0;
+    frame.writeUInt32BE(message.length, 1);
+    message.copy(frame, 5);
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = this.session.request({
+        ':method': 'POST',
+        ':path': path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+    } catch (error) {
+      return callback({ code: 14, message: String(error) });
+    }
+    const chunks: Buffer[] = [];
+    let status: number | null = null;
+    let statusMessage = '';
+    let settled = false;
+    const call = {
+      stream,
+      deadline: Date.now() + deadlineMs,
+      fail: () => finish({ code: 4, message: 'deadline exceeded' }),
+    };
+    const finish = (error: { code: number; message: string } | null, response?: Buffer) => {
+      if (settled) return;
+      settled = true;
+      this.pending.delete(call);
+      if (error !== null && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+      callback(error, response);
+    };
+    this.pending.add(call);
+    const readStatus = (headers: http2.IncomingHttpHeaders) => {
+      if (headers['grpc-status'] !== undefined) {
+        status = Number(headers['grpc-status']);
+        statusMessage = String(headers['grpc-message'] ?? '');
+      }
+    };
+    stream.on('response', readStatus);
+    stream.on('trailers', readStatus);
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.on('error', (error) => finish({ code: 14, message: error.message }));
+    stream.on('close', () => {
+      if (status === null) return finish({ code: 14, message: 'stream closed without grpc-status' });
+      if (status !== 0) return finish({ code: status, message: statusMessage });
+      const body = Buffer.concat(chunks);
+      if (body.length < 5) return finish({ code: 13, message: 'no message' });
+      finish(null, body.subarray(5, 5 + body.readUInt32BE(1)));
+    });
+    stream.end(frame);
+  }
+
+  close(): void {
+    clearInterval(this.sweep);
+    this.session.close();
+  }
+}
+
 export async function runPaced(config: PacedConfig): Promise<PacedResult> {
+  const transport = config.transport ?? 'http2';
+  const rawClients = new Map<string, Http2UnaryClient>();
   const AuthorizationClient = grpc.makeGenericClientConstructor(authorizationService, 'Authorization');
   const checkClients = new Map<string, grpc.Client>();
   const healthClients = new Map<string, HealthClient>();
@@ -211,8 +334,11 @@ export async function runPaced(config: PacedConfig): Promise<PacedResult> {
 
   const states: StreamState[] = config.streams.map((spec) => {
     const total = spec.count ?? Math.floor((spec.rate * config.durationMs) / 1000);
+    const warm = Math.floor((spec.rate * (config.warmup?.ms ?? 0)) / 1000);
     const state: StreamState = {
       spec,
+      warm,
+      warmDone: 0,
       total,
       latency: new Float64Array(total),
       service: new Float64Array(total),
@@ -228,11 +354,15 @@ export async function runPaced(config: PacedConfig): Promise<PacedResult> {
     };
     if (spec.kind === 'check') {
       let client = checkClients.get(spec.target);
-      if (client === undefined) {
+      if (client === undefined && transport === 'grpc-js') {
         client = new AuthorizationClient(spec.target, grpc.credentials.createInsecure());
         checkClients.set(spec.target, client);
       }
-      const c = client;
+      let raw = rawClients.get(spec.target);
+      if (raw === undefined && transport === 'http2') {
+        raw = new Http2UnaryClient(spec.target);
+        rawClients.set(spec.target, raw);
+      }
       // Every body is built before the clock starts, so encoding never delays a send.
       state.bodies = Array.from({ length: total }, (_, i) =>
         checkRequestBytes({
@@ -240,23 +370,38 @@ export async function runPaced(config: PacedConfig): Promise<PacedResult> {
           requestId: `bench-${spec.name}-${i}`,
         }),
       );
+      const warmBody = checkRequestBytes({ authorization: config.warmup?.authorization ?? '' });
+      const answered = (
+        error: { code: number; message: string } | null,
+        response: Buffer | undefined,
+        callback: (error: { code: number } | null, answer: string) => void,
+      ) => {
+        if (error !== null || response === undefined) return callback(error ?? { code: 13 }, '');
+        let answer: string;
+        try {
+          answer = String(checkResponseCode(response));
+        } catch (e) {
+          answer = `unparseable: ${(e as Error).message}`;
+        }
+        callback(null, answer);
+      };
+      const c = client;
+      const r = raw;
       state.send = (i, callback) => {
-        c.makeUnaryRequest<Buffer, Buffer>(
+        const body = i < 0 ? warmBody : (state.bodies[i] as Buffer);
+        if (r !== undefined) {
+          r.unary(authorizationService.Check.path, body, config.deadlineMs, (error, response) =>
+            answered(error, response, callback),
+          );
+          return;
+        }
+        c?.makeUnaryRequest<Buffer, Buffer>(
           authorizationService.Check.path,
           authorizationService.Check.requestSerialize,
           authorizationService.Check.responseDeserialize,
-          state.bodies[i] as Buffer,
+          body,
           { deadline: Date.now() + config.deadlineMs },
-          (error, response) => {
-            if (error !== null || response === undefined) return callback(error, '');
-            let answer: string;
-            try {
-              answer = String(checkResponseCode(response));
-            } catch (e) {
-              answer = `unparseable: ${(e as Error).message}`;
-            }
-            callback(null, answer);
-          },
+          (error, response) => answered(error, response, callback),
         );
       };
     } else {
@@ -276,27 +421,31 @@ export async function runPaced(config: PacedConfig): Promise<PacedResult> {
   });
 
   const allClients = [...checkClients.values(), ...healthClients.values()];
-  await Promise.all(
-    allClients.map(
+  await Promise.all([
+    ...allClients.map(
       (client) =>
         new Promise<void>((resolve, reject) =>
           client.waitForReady(Date.now() + 10_000, (error) => (error ? reject(error) : resolve())),
         ),
     ),
-  );
+    ...[...rawClients.values()].map((client) => client.ready()),
+  ]);
 
   const startNs = nowNs() + 100e6;
   const worker = new Worker(__filename, {
     workerData: {
       startNs,
-      streams: states.map((s) => ({ rate: s.spec.rate, total: s.total })),
+      streams: states.map((s) => ({ rate: s.spec.rate, total: s.warm + s.total })),
     } as PacerInput,
   });
   let scheduleDone = false;
   let finish: () => void = () => {};
   const finished = new Promise<void>((resolve) => (finish = resolve));
+  let cpuStart = process.cpuUsage();
+  let measuredFromNs = startNs;
+  let warming = states.some((s) => s.warm > 0);
   const maybeFinish = () => {
-    if (scheduleDone && states.every((s) => s.done === s.sent)) finish();
+    if (scheduleDone && states.every((s) => s.done === s.sent && s.warmDone === s.warm)) finish();
   };
 
   worker.on('message', (message: Scheduled[] | 'done') => {
@@ -305,8 +454,23 @@ export async function runPaced(config: PacedConfig): Promise<PacedResult> {
       maybeFinish();
       return;
     }
-    for (const { stream, index, at } of message) {
+    for (const { stream, index: scheduled, at } of message) {
       const state = states[stream] as StreamState;
+      if (scheduled < state.warm) {
+        state.send(-1, () => {
+          state.warmDone++;
+          maybeFinish();
+        });
+        continue;
+      }
+      if (warming) {
+        // The first measured send: CPU and elapsed time count from here; the parent reads its own counters too.
+        warming = false;
+        cpuStart = process.cpuUsage();
+        measuredFromNs = at;
+        process.stdout.write('measure-start\n');
+      }
+      const index = scheduled - state.warm;
       const sentAt = nowNs();
       state.lag[index] = (sentAt - at) / 1e6;
       state.sent++;
@@ -329,14 +493,29 @@ export async function runPaced(config: PacedConfig): Promise<PacedResult> {
     throw error;
   });
   await finished;
+  const cpu = process.cpuUsage(cpuStart);
   await worker.terminate();
-  const elapsedMs = (nowNs() - startNs) / 1e6;
+  const elapsedMs = (nowNs() - measuredFromNs) / 1e6;
+  const dump = process.env.BENCH_PACED_DUMP;
+  if (dump) {
+    // Debugging aid: every measured call's latency, send lag and service time, in schedule order.
+    const raw = states.map((st) => ({
+      name: st.spec.name,
+      latencyMs: Array.from(st.latency.subarray(0, st.sent)),
+      sendLagMs: Array.from(st.lag.subarray(0, st.sent)),
+      serviceMs: Array.from(st.service.subarray(0, st.sent)),
+    }));
+    fs.writeFileSync(dump, JSON.stringify(raw));
+  }
   for (const client of allClients) client.close();
+  for (const client of rawClients.values()) client.close();
 
   return {
     elapsedMs,
+    clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
     streams: states.map((s) => ({
       name: s.spec.name,
+      warmupSent: s.warm,
       sent: s.sent,
       grpcCodes: s.grpcCodes,
       answers: s.answers,
