@@ -955,18 +955,39 @@ async function main(): Promise<void> {
     const primed = await presentOnce(sidecar.grpcTarget, [warmToken], 1);
     bench.verify(primed['answer 0'] === 1, `warm token allowed on first use: ${JSON.stringify(primed)}`);
 
-    if (want('throughput')) await throughput(bench, sidecar, baseline, warmToken);
-    if (want('latency')) await latency(bench, sidecar, baseline, warmToken);
+    // RSS after each scenario, to see which one grows the process.
+    const rssAfter: Record<string, { rssMiB: number; peakMiB: number }> = { start: memoryOf(sidecar.pid) };
+    const after = (name: string) => (rssAfter[name] = memoryOf(sidecar.pid));
+    if (want('throughput')) {
+      await throughput(bench, sidecar, baseline, warmToken);
+      after('throughput');
+    }
+    if (want('latency')) {
+      await latency(bench, sidecar, baseline, warmToken);
+      after('latency');
+    }
     await stopChild(baseline.proc);
-    if (want('cold')) await cold(bench, sidecar, coldKeys, newKeys, admin);
-    if (want('reject')) await reject(bench, sidecar, [(warm as BenchKey).keyId], (revoked as BenchKey).token);
-    if (want('flood')) await flood(bench, sidecar, warmToken, floodKeyIds);
+    if (want('cold')) {
+      await cold(bench, sidecar, coldKeys, newKeys, admin);
+      after('cold');
+    }
+    if (want('reject')) {
+      await reject(bench, sidecar, [(warm as BenchKey).keyId], (revoked as BenchKey).token);
+      after('reject');
+    }
+    if (want('flood')) {
+      await flood(bench, sidecar, warmToken, floodKeyIds);
+      after('flood');
+    }
+    bench.report.scenarios.sidecarRssAfter = rssAfter;
 
     const mem = memoryOf(sidecar.pid);
     bench.begin('sidecar process');
     bench.row(
       'peak RSS (VmHWM) over the run above',
-      `${mem.peakMiB.toFixed(0)} MiB (now ${mem.rssMiB.toFixed(0)} MiB)`,
+      `${mem.peakMiB.toFixed(0)} MiB; RSS after ${Object.entries(rssAfter)
+        .map(([name, m]) => `${name} ${m.rssMiB.toFixed(0)}`)
+        .join(', ')} MiB`,
     );
     bench.report.scenarios.sidecarMemory = mem;
     await stopChild(sidecar.proc);
