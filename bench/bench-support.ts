@@ -205,6 +205,7 @@ export async function startSidecar(
         env: {
           PATH: process.env.PATH ?? '',
           NODE_ENV: 'production',
+          ...productionEnv(),
           REDIS_URL: redisUrl,
           FORTARY_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
           FORTARY_HEALTH_ADDR: `127.0.0.1:${healthPort}`,
