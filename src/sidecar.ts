@@ -46,7 +46,9 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
 
   const redis = createRedis(config.redis, 'command');
   closers.push(async () => {
-    await redis.quit().catch(() => redis.disconnect());
+    await redis.quit().catch(() => undefined);
+    // QUIT leaves ioredis' Sentinel failover-detector connections open; disconnect() closes them.
+    redis.disconnect();
   });
   const store = new RedisRecordStore(redis, (op) => metrics.redisErrors.labels(op).inc());
   const events = appEvents(logger, metrics);

@@ -40,6 +40,9 @@ export function redisOptions(config: Config['redis'], role: RedisRole): RedisOpt
       name: config.sentinelName,
       // Ask Sentinel again soon after a failover instead of waiting for the default back-off.
       sentinelRetryStrategy: (times) => Math.min(100 * times, 1000),
+      // Leave the old master as soon as Sentinel announces +switch-master. Without this a live old master keeps
+      // the connections until Sentinel demotes it (~10 s later), and the sidecar misses the new master's events.
+      failoverDetector: true,
       ...(url.protocol === 'rediss:' ? { enableTLSForSentinelMode: true } : {}),
     };
   }

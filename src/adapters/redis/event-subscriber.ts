@@ -60,11 +60,9 @@ export class EventSubscriber {
     this.closed = true;
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     this.freshness.distrust('shutdown');
-    try {
-      await this.redis.quit();
-    } catch {
-      this.redis.disconnect();
-    }
+    await this.redis.quit().catch(() => undefined);
+    // Also after QUIT: it leaves ioredis' Sentinel failover-detector connections open.
+    this.redis.disconnect();
   }
 
   private async subscribe(): Promise<void> {
