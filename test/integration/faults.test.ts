@@ -99,6 +99,7 @@ describe('lost and missed events', () => {
     const keys = await cachedKeys(h.admin, h.client, 24);
     const tokens = Object.fromEntries(keys.map((k) => [k.keyId, k.token]));
     const loop = startCheckLoop(h.client, tokens, { pauseMs: 5 });
+    cleanups.push(() => loop.stop());
     const revokedAt = new Map<string, number>();
     let kills = 0;
     for (const [i, key] of keys.entries()) {
@@ -168,6 +169,7 @@ describe('lost and missed events', () => {
     ];
     const logsBefore = h.logs.length;
     const loop = startCheckLoop(h.client, { missed: missed.token, valid: valid.token }, { pauseMs: 10 });
+    cleanups.push(() => loop.stop());
 
     const frozenAt = Date.now();
     expect(proxy.freeze('fortary-authz-subscriber')).toBe(1);
@@ -299,6 +301,7 @@ describe('Redis outages', () => {
     await revokeKey(h.admin, revoked.keyId);
     await firstDenial(h.client, revoked.token, Date.now(), REVOKE_BOUND_MS, ['key_revoked']);
     const loop = startCheckLoop(h.client, { revoked: revoked.token, valid: valid.token });
+    cleanups.push(() => loop.stop());
     await sleep(200);
     await redis.kill(true);
     const killedAt = Date.now();
@@ -330,6 +333,7 @@ describe('Redis outages', () => {
     const h = await harness(redis);
     const [valid] = (await cachedKeys(h.admin, h.client, 1)) as [CreatedKey];
     const loop = startCheckLoop(h.client, { valid: valid.token });
+    cleanups.push(() => loop.stop());
     await sleep(100);
     await redis.kill(true);
     const killedAt = Date.now();
@@ -354,6 +358,7 @@ describe('Redis outages', () => {
     await firstDenial(h.client, revoked.token, Date.now(), REVOKE_BOUND_MS, ['key_revoked']);
     const logsBefore = h.logs.length;
     const loop = startCheckLoop(h.client, { revoked: revoked.token, valid: valid.token });
+    cleanups.push(() => loop.stop());
     await sleep(100);
     const sleeper = redis.client();
     const pausedAt = Date.now();
@@ -410,6 +415,7 @@ describe('Redis outages', () => {
     expect(Number(await onReplica.get('fortary:events:seq'))).toBe(seqOld);
 
     const loop = startCheckLoop(h.client, { newRevoke: newRevoke.token, valid: valid.token }, { pauseMs: 5 });
+    cleanups.push(() => loop.stop());
     proxy.retarget(replica.port);
     await primary.kill(true);
     proxy.dropAll();
@@ -445,6 +451,7 @@ describe('publish floods', () => {
     const loop = startCheckLoop(c, Object.fromEntries(targets.map((k) => [k.keyId, k.token])), {
       pauseMs: 5,
     });
+    cleanups.push(() => loop.stop());
     const acked = new Map<string, number>();
     let revoked = 0;
     const writes: Array<Promise<unknown>> = [];
@@ -516,6 +523,7 @@ describe('publish floods', () => {
       ...Object.fromEntries(targets.map((k) => [k.keyId, k.token])),
       valid: valid.token,
     });
+    cleanups.push(() => loop.stop());
     // Resync point: the sidecar re-subscribed on a new connection and flushed.
     await waitFor(
       async () => {
