@@ -246,11 +246,12 @@ export interface BaselineProcess {
   target: string;
 }
 
-export async function startBaseline(): Promise<BaselineProcess> {
+/** The baseline, with the same NODE_OPTIONS as the sidecar so both run under the same V8 heap settings. */
+export async function startBaseline(nodeOptions = ''): Promise<BaselineProcess> {
   const proc = track(
     spawn(process.execPath, [path.join(ROOT, 'dist/bench/baseline-server.js'), '127.0.0.1:0'], {
       cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production' },
+      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', NODE_OPTIONS: nodeOptions },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
   );

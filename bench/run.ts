@@ -41,6 +41,7 @@ import {
   median,
   memoryOf,
   onCleanup,
+  productionEnv,
   ROOT,
   scrape,
   seriesDelta,
@@ -475,6 +476,10 @@ async function throughput(
     medianPairRatio: pairRatio,
   };
   bench.row('CheckRequest size', `${body.length} bytes (${count(nB)} / ${count(nS)} requests per run)`);
+  bench.row(
+    'NODE_OPTIONS of both servers',
+    `${String(bench.report.options.nodeOptions || '(none)')} (the deployment's, so GC settings are equal)`,
+  );
   bench.row(
     'baseline (grpc-js + proto-loader no-op)',
     `${count(medB)} req/s  [${pairs.map((p) => count(p.baseline.rps)).join(', ')}]`,
@@ -949,7 +954,10 @@ async function main(): Promise<void> {
       env: options.sidecarEnv,
       ...(options.sidecarMain ? { main: options.sidecarMain } : {}),
     });
-    const baseline = await startBaseline();
+    // Same V8 flags for both servers (the deployment's heap cap): the comparison is of code, not of GC settings.
+    const nodeOptions = options.sidecarEnv.NODE_OPTIONS ?? productionEnv().NODE_OPTIONS ?? '';
+    bench.report.options.nodeOptions = nodeOptions;
+    const baseline = await startBaseline(nodeOptions);
     const warmToken = (warm as BenchKey).token;
     // First use: one bcrypt at cost 10; from then on the warm path.
     const primed = await presentOnce(sidecar.grpcTarget, [warmToken], 1);
