@@ -16,7 +16,7 @@
  *               health checks run
  *   memory      (opt-in: --memory or BENCH_SCENARIOS) 100,000 keys each used once, then RSS
  *
- * Environment: BENCH_SCENARIOS (comma list, default all but memory), BENCH_REPS (3), BENCH_SECONDS (5, length of
+ * Environment: BENCH_SCENARIOS (comma list, default all but memory), BENCH_REPS (5), BENCH_SECONDS (4, length of
  * one h2load run), BENCH_SIDECAR_LOG (file for the sidecar's stdout), BENCH_MEMORY_KEYS (100000),
  * BENCH_SIDECAR_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), BENCH_SIDECAR_ENV (extra sidecar environment for
  * experiments, e.g. "FORTARY_LOG_LEVEL=warn FORTARY_BCRYPT_CONCURRENCY=1"; the default is the production config),
@@ -116,8 +116,8 @@ function parseOptions() {
   };
   return {
     scenarios,
-    reps: Math.max(1, int('BENCH_REPS', 3)),
-    seconds: Math.max(1, int('BENCH_SECONDS', 5)),
+    reps: Math.max(1, int('BENCH_REPS', 5)),
+    seconds: Math.max(1, int('BENCH_SECONDS', 4)),
     memoryKeys: int('BENCH_MEMORY_KEYS', 100_000),
     logFile: process.env.BENCH_SIDECAR_LOG || undefined,
     nodeArgs: (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter((s) => s !== ''),
