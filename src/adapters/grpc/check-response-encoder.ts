@@ -234,7 +234,15 @@ function allowParts(keyId: string, userId: string): AllowParts {
   // Exact-size and unpooled: a memoised answer must not pin a shared 8 KiB pool slab.
   const own = Buffer.allocUnsafeSlow(bytes.length);
   bytes.copy(own);
-  return { userId, bytes: verified(own, true), headers, metadata };
+  // The parts are views into `own` too: copies from Buffer.concat would each pin a pooled 8 KiB slab
+  // (measured: ~200 MiB of Buffers with 100,000 keys memoised).
+  const headersAt = STATUS_OK.length + 1 + varintLength(headers.length + REMOVE_AUTHORIZATION.length);
+  return {
+    userId,
+    bytes: verified(own, true),
+    headers: own.subarray(headersAt, headersAt + headers.length),
+    metadata: own.subarray(own.length - metadata.length),
+  };
 }
 
 const allowMemo = new LRUCache<string, AllowParts>({ max: ALLOW_MEMO_MAX });
