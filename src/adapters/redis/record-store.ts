@@ -12,7 +12,16 @@ export const USER_KEYS_PREFIX = 'fortary:user-keys:';
 export const SEQUENCE_KEY = 'fortary:events:seq';
 export const EVENTS_CHANNEL = 'fortary:events';
 
+/**
+ * A connection on which every command has timed out for this long is presumed half-open (the peer vanished without
+ * a FIN, e.g. a network partition) and replaced: TCP alone may take minutes to notice.
+ */
+export const DEAD_CONNECTION_MS = 1000;
+
 export class RedisRecordStore implements RecordStore {
+  /** When the current run of timed-out commands began (null: the last command got an answer). */
+  private timingOutSince: number | null = null;
+
   constructor(
     private readonly redis: Redis,
     private readonly onError: (op: string, message: string) => void = () => {},
@@ -44,15 +53,32 @@ export class RedisRecordStore implements RecordStore {
 
   private async call<T>(op: string, key: string, command: () => Promise<T>): Promise<T | WrongType> {
     try {
-      return await command();
+      const reply = await command();
+      this.timingOutSince = null;
+      return reply;
     } catch (error) {
       if (error instanceof Error && error.message.startsWith('WRONGTYPE')) {
+        this.timingOutSince = null;
         // Only on the corrupt path: which type sits there tells one wrong value from the next.
         return new WrongType(await this.redis.type(key).catch(() => 'unknown'));
       }
       const message = describeRedisError(error);
       this.onError(op, message);
+      if (error instanceof Error && error.message === 'Command timed out') this.timedOut();
       throw new StoreUnavailableError(`redis ${op} failed: ${message}`, { cause: error });
+    }
+  }
+
+  private timedOut(): void {
+    const now = Date.now();
+    if (this.timingOutSince === null) {
+      this.timingOutSince = now;
+    } else if (now - this.timingOutSince >= DEAD_CONNECTION_MS) {
+      this.timingOutSince = null;
+      this.onError('reconnect', 'every command timed out for a second: replacing the connection');
+      // Ends the socket and, if the peer never answers the FIN, destroys it (ioredis disconnectTimeout); ioredis
+      // then reconnects with its usual back-off. A Redis that is merely slow only costs a reconnect.
+      this.redis.disconnect(true);
     }
   }
 }
