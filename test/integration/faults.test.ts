@@ -21,6 +21,7 @@ import {
   checkToken,
   firstDenial,
   logEntries,
+  metricValue,
   RedisProxy,
   scrapeMetric,
   sleep,
@@ -202,7 +203,42 @@ describe('lost and missed events', () => {
     // Events flow again over the new connection.
     expect(await revokeKey(h.admin, later.keyId)).toBe(2);
     await firstDenial(h.client, later.token, Date.now(), REVOKE_BOUND_MS, ['key_revoked']);
-    expect(await metricOf(h, 'fortary_authz_subscriber_connected')).toBe(1);
+    expect(await metricValue(h, 'fortary_authz_subscriber_connected')).toBe(1);
+  });
+
+  it('a half-open command connection (subscriber healthy): 503 only for what needs Redis, a revoked key is never allowed, and the connection is replaced by itself', async () => {
+    const redis = await redisServer();
+    const proxy = await RedisProxy.start(redis.port);
+    cleanups.push(() => proxy.close());
+    const h = await harness(redis, { REDIS_URL: proxy.url });
+    // Subscribed and reconciled before seeding, so no startup resync flushes the keys cached below.
+    await waitFor(async () => (await metricValue(h, 'fortary_authz_subscriber_connected')) === 1, 2000);
+    const [cached, revoked] = (await cachedKeys(h.admin, h.client, 2)) as [CreatedKey, CreatedKey];
+    const uncached = await createKey(h.admin, { userId: 'alice', vaults: ['alpha'] });
+
+    const frozenAt = Date.now();
+    expect(proxy.freeze('fortary-authz-command')).toBe(1);
+    const loop = startCheckLoop(
+      h.client,
+      { cached: cached.token, revoked: revoked.token, uncached: uncached.token },
+      { pauseMs: 10 },
+    );
+    cleanups.push(() => loop.stop());
+    // The event still arrives; re-reading the key needs the dead connection.
+    await revokeKey(h.admin, revoked.keyId);
+    const revokedAt = Date.now();
+    await waitFor(async () => (await checkToken(h.client, uncached.token)).allow, 6000, 20);
+    const healedAfter = Date.now() - frozenAt;
+    await firstDenial(h.client, revoked.token, Date.now(), RECOVERY_BOUND_MS, ['key_revoked']);
+    await sleep(200);
+    const answers = await loop.stop();
+    expect(allowedSince(answers, 'revoked', revokedAt + REVOKE_BOUND_MS)).toEqual([]);
+    // The cached key never needed Redis: allowed throughout.
+    expect(tally(answers).cached).toEqual({ allowed: expect.any(Number) });
+    expect(new Set(answers.filter((a) => a.label === 'uncached').map((a) => a.reason))).toEqual(
+      new Set(['store_unavailable', 'allowed']),
+    );
+    expect(healedAfter).toBeLessThanOrEqual(5000);
   });
 
   it('the subscriber drops and comes back while a reconcile is in flight: it is re-subscribed before the cache is trusted again', async () => {
@@ -281,13 +317,6 @@ describe('lost and missed events', () => {
     await waitFor(() => applied.some((e) => e.seq === seq), 1000);
   });
 });
-
-/** A counter or gauge of the in-process sidecar (sum over its children). */
-async function metricOf(h: Harness, name: string): Promise<number> {
-  const metric = h.sidecar.metrics.registry.getSingleMetric(name);
-  if (metric === undefined) throw new Error(`no metric ${name}`);
-  return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
-}
 
 describe('Redis outages', () => {
   it('Redis killed under load and restarted (AOF keeps the data): 503 meanwhile, never a revoked key, healed ≤ 2 s after the restart', async () => {

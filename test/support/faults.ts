@@ -102,7 +102,8 @@ export function startCheckLoop(
   let running = true;
   const workers = Object.entries(tokens).map(async ([label, token]) => {
     while (running) {
-      answers.push(await checkToken(client, token, label));
+      // The label as x-request-id, so the sidecar's decision log lines can be attributed.
+      answers.push(await checkToken(client, token, label, { requestId: label }));
       if (pauseMs > 0) await sleep(pauseMs);
     }
   });
@@ -205,6 +206,9 @@ export class RedisProxy {
 
   private accept(client: net.Socket): void {
     const upstream = net.connect(this.targetPort, '127.0.0.1');
+    // As Redis and ioredis do: without it, Nagle + delayed ACK hold small replies and events back ~40 ms.
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
     const conn: ProxiedConnection = { client, upstream, hello: '', frozen: false, held: null };
     this.connections.add(conn);
     client.on('data', (data: Buffer) => {
