@@ -371,6 +371,13 @@ describe('logs', () => {
     }
     expect(text).not.toMatch(/Bearer /);
   });
+
+  it('bounds a client-sent x-request-id in the decision line', async () => {
+    const huge = `big-${'r'.repeat(20_000)}`;
+    await h.client(envoyRequest({ authorization: bearer('alpha'), path: alphaPath, requestId: huge }));
+    const line = h.logs.find((l) => typeof l.requestId === 'string' && l.requestId.startsWith('big-'));
+    expect(line?.requestId).toBe(huge.slice(0, 128));
+  });
 });
 
 /** Redis commands processed so far (excluding the INFO that reads it). */

@@ -36,9 +36,14 @@ export function createCheckHandler(
       bytes = encodeDeny('internal_error');
     }
     callback(null, bytes);
-    const seconds = (performance.now() - started) / 1000;
-    metrics.decision(final.reason, seconds);
-    logDecision(log, req, final, seconds);
+    // The answer is out; bookkeeping that fails must not become an unhandled rejection and crash the process.
+    try {
+      const seconds = (performance.now() - started) / 1000;
+      metrics.decision(final.reason, seconds);
+      logDecision(log, req, final, seconds);
+    } catch {
+      // Nothing safe is left to do: the decision was answered, and logging is what failed.
+    }
   };
 
   return (call, callback) => {
@@ -84,7 +89,8 @@ function logDecision(log: DecisionLog, req: AuthzRequest, decision: Decision, se
     detail: decision.allow ? undefined : decision.detail,
     keyId: decision.keyId,
     userId: decision.userId,
-    requestId: req.requestId,
+    // Client-controlled: bounded so a huge x-request-id cannot amplify every log line.
+    requestId: req.requestId === undefined ? undefined : req.requestId.slice(0, 128),
     method: req.method.slice(0, 16),
     durationMs: Math.round(seconds * 1e6) / 1e3,
   });
