@@ -398,7 +398,9 @@ describe('Redis outages', () => {
     await sleep(200);
     const answers = await loop.stop();
 
-    const noticed = logEntries(h, 'cache not trusted', { cause: 'heartbeat timeout' }, logsBefore)[0];
+    // Usually the heartbeat times out first; under CI load a failed PING or the connection's own error can be the
+    // first to tell. What matters is that something noticed within two heartbeats and nothing was allowed after.
+    const noticed = logEntries(h, 'cache not trusted', {}, logsBefore)[0];
     expect(noticed).toBeDefined();
     const noticedAt = (noticed as { at: number }).at;
     expect(noticedAt - pausedAt).toBeLessThanOrEqual(1000); // two heartbeats of 200 ms, with slack
