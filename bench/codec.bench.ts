@@ -5,67 +5,18 @@
  *
  *   npx tsc -p tsconfig.build.json && node dist/bench/codec.bench.js
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
-import { Root } from 'protobufjs';
 import { decodeCheckRequest } from '../src/adapters/grpc/check-request-decoder';
 import { encodeAllow, encodeDeny } from '../src/adapters/grpc/check-response-encoder';
+import { checkRequest, checkRequestBytes, PROTO_DIR } from './envoy-request';
 
 const ITERATIONS = 100_000;
 
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'proto', 'envoy'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('repository root not found');
-    dir = parent;
-  }
-  return dir;
-}
-
-const protoDir = path.join(repoRoot(), 'proto');
-const root = new Root();
-root.resolvePath = (_origin, target) => path.resolve(protoDir, target);
-root.loadSync('envoy/service/auth/v3/external_auth.proto', { keepCase: true });
-root.resolveAll();
-const CheckRequest = root.lookupType('envoy.service.auth.v3.CheckRequest');
-
-const sourceIp = '203.0.113.7';
-const headers: Record<string, string> = {
-  ':authority': 'api.fortary.example',
-  ':path': '/v1/vaults/v1/secrets/db-password?version=3',
-  ':method': 'GET',
-  ':scheme': 'https',
-  'user-agent': 'fortary-cli/2.4.1 (linux; x64) node/20.15.0',
-  accept: 'application/json',
-  'accept-encoding': 'gzip, deflate, br',
+const protoDir = PROTO_DIR;
+const CheckRequest = checkRequest();
+const request = checkRequestBytes({
   authorization: 'Bearer fty_k7Qm2xVb9TnP4sLd_Zr8eWc3YuHa6JfNq1GtKoXp5BvMi0Ds7Ly2',
-  'x-forwarded-for': sourceIp,
-  'x-forwarded-proto': 'https',
-  'x-envoy-external-address': sourceIp,
-  'x-request-id': '5f0c7a1e-8d0b-4a44-9c3e-0d6f2f6f9b11',
-};
-const requestObject = {
-  attributes: {
-    source: { address: { socket_address: { address: sourceIp, port_value: 51234 } } },
-    destination: { address: { socket_address: { address: '10.0.4.12', port_value: 8080 } } },
-    request: {
-      time: { seconds: 1767225600, nanos: 123456789 },
-      http: {
-        id: '13094755870423849234',
-        method: 'GET',
-        headers,
-        path: headers[':path'],
-        host: headers[':authority'],
-        scheme: 'https',
-        protocol: 'HTTP/1.1',
-      },
-    },
-  },
-};
-const encoded = CheckRequest.encode(CheckRequest.fromObject(requestObject)).finish();
-const request = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+});
 
 const packageDefinition = protoLoader.loadSync('envoy/service/auth/v3/external_auth.proto', {
   keepCase: true,
@@ -97,9 +48,7 @@ function time(name: string, fn: () => unknown): number {
   return best;
 }
 
-console.log(
-  `CheckRequest: ${request.length} bytes, ${Object.keys(headers).length} headers; ${ITERATIONS} iterations, best of 5`,
-);
+console.log(`CheckRequest: ${request.length} bytes; ${ITERATIONS} iterations, best of 5`);
 const walker = time('decodeCheckRequest (wire walker)', () => decodeCheckRequest(request));
 const full = time('protobufjs CheckRequest.decode', () => CheckRequest.decode(request));
 const fullObject = time('protobufjs decode + toObject', () =>

@@ -23,7 +23,7 @@ export const PROTO_DIR = path.join(repoRoot(), 'proto');
 
 let checkRequestType: Type | null = null;
 
-function checkRequest(): Type {
+export function checkRequest(): Type {
   if (checkRequestType === null) {
     const root = new Root();
     root.resolvePath = (_origin, target) => path.resolve(PROTO_DIR, target);
