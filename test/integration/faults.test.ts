@@ -19,6 +19,9 @@ import { makeCheckClient, type CheckClient } from '../support/check-client';
 import { createKey, putUser, revokeKey, waitFor, type CreatedKey } from '../support/fixtures';
 import {
   checkToken,
+  cleanupRegistry,
+  RECOVERY_BOUND_MS,
+  REVOKE_BOUND_MS,
   firstDenial,
   logEntries,
   metricValue,
@@ -34,20 +37,7 @@ import { startRedis, type RedisInstance } from '../support/redis-server';
 import { spawnSidecar, waitForServing, type SidecarProcess } from '../support/sidecar-process';
 import { startHarness, testConfig, type Harness } from '../support/sidecar-harness';
 
-/** Requirement bounds (issue 3). */
-const REVOKE_BOUND_MS = 100;
-const RECOVERY_BOUND_MS = 2000;
-
-/** Everything a test started, stopped in reverse order whatever happens. */
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) {
-    const cleanup = cleanups.pop() as () => Promise<unknown>;
-    await Promise.resolve()
-      .then(cleanup)
-      .catch(() => undefined);
-  }
-});
+const cleanups = cleanupRegistry();
 
 async function redisServer(args: string[] = []): Promise<RedisInstance> {
   const server = await startRedis(args);

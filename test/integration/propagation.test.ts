@@ -24,15 +24,11 @@ import {
   waitFor,
   type CreatedKey,
 } from '../support/fixtures';
-import { checkToken, firstDenial, logEntries } from '../support/faults';
+import { checkToken, EVENT_BOUND_MS, firstDenial, logEntries, REVOKE_BOUND_MS } from '../support/faults';
 import { startRedis, type RedisInstance } from '../support/redis-server';
 import { startHarness, type Harness } from '../support/sidecar-harness';
 
 const exec = promisify(execFile);
-
-/** Requirement bounds (issue 3). */
-const REVOKE_BOUND_MS = 100;
-const EVENT_BOUND_MS = 1000;
 
 let redis: RedisInstance;
 let h: Harness;

@@ -10,6 +10,9 @@ import type Redis from 'ioredis';
 import { createKey, putUser, revokeKey, waitFor, type CreatedKey } from '../support/fixtures';
 import {
   checkToken,
+  cleanupRegistry,
+  RECOVERY_BOUND_MS,
+  REVOKE_BOUND_MS,
   clientList,
   firstDenial,
   sleep,
@@ -21,18 +24,7 @@ import {
 import { MASTER_NAME, startSentinels, type SentinelDeployment } from '../support/sentinel';
 import { startHarness, type Harness } from '../support/sidecar-harness';
 
-const REVOKE_BOUND_MS = 100;
-const RECOVERY_BOUND_MS = 2000;
-
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) {
-    const cleanup = cleanups.pop() as () => Promise<unknown>;
-    await Promise.resolve()
-      .then(cleanup)
-      .catch(() => undefined);
-  }
-});
+const cleanups = cleanupRegistry();
 
 interface Scenario {
   dep: SentinelDeployment;

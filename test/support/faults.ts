@@ -324,3 +324,25 @@ export async function subscriberIds(redis: { call(...args: string[]): Promise<un
     .filter((c) => c.name === 'fortary-authz-subscriber' && c.sub === '1')
     .map((c) => c.id as string);
 }
+
+/** Requirement bounds of issue 3, shared by the propagation, fault and Sentinel suites. */
+export const REVOKE_BOUND_MS = 100;
+export const EVENT_BOUND_MS = 1000;
+export const RECOVERY_BOUND_MS = 2000;
+
+/**
+ * A registry of everything a test started, stopped in reverse order after each test whatever happens. Call once
+ * at the top level of a suite; push a stopper for each process or loop the test starts.
+ */
+export function cleanupRegistry(): Array<() => Promise<unknown> | unknown> {
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  afterEach(async () => {
+    while (cleanups.length > 0) {
+      const cleanup = cleanups.pop() as () => Promise<unknown>;
+      await Promise.resolve()
+        .then(cleanup)
+        .catch(() => undefined);
+    }
+  });
+  return cleanups;
+}
