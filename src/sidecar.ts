@@ -15,7 +15,7 @@ import { AdminServer } from './adapters/admin/admin-server';
 import { createCheckHandler } from './adapters/grpc/authz-handler';
 import { GrpcListener, Health } from './adapters/grpc/grpc-server';
 import { authorizationServiceReporting } from './adapters/grpc/service-definition';
-import { createRedis, describeRedisError } from './adapters/redis/connections';
+import { createRedis, describeRedisError, reviveAfterEnd } from './adapters/redis/connections';
 import { EventSubscriber } from './adapters/redis/event-subscriber';
 import { ensureFunctionLibrary } from './adapters/redis/function-library';
 import { RedisRecordStore } from './adapters/redis/record-store';
@@ -45,7 +45,13 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
   const health = new Health();
 
   const redis = createRedis(config.redis, 'command');
+  const revived = (role: string) => () => {
+    metrics.redisErrors.labels('revive').inc();
+    logger.warn({ role }, 'redis connection had given up (ioredis ended it); reconnecting');
+  };
+  const stopReviving = reviveAfterEnd(redis, revived('command'));
   closers.push(async () => {
+    stopReviving();
     await redis.quit().catch(() => undefined);
     // QUIT leaves ioredis' Sentinel failover-detector connections open; disconnect() closes them.
     redis.disconnect();
@@ -86,8 +92,10 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     // Reported through 'error'; ioredis keeps reconnecting and health stays NOT_SERVING meanwhile.
   });
 
+  const subscriberRedis = createRedis(config.redis, 'subscriber');
+  const stopRevivingSubscriber = reviveAfterEnd(subscriberRedis, revived('subscriber'));
   const subscriber = new EventSubscriber(
-    createRedis(config.redis, 'subscriber'),
+    subscriberRedis,
     freshness,
     {
       connected: (up) => metrics.subscriberConnected.set(up ? 1 : 0),
@@ -97,7 +105,10 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     { heartbeatMs: config.heartbeatMs },
   );
   subscriber.start();
-  closers.push(() => subscriber.close());
+  closers.push(() => {
+    stopRevivingSubscriber();
+    return subscriber.close();
+  });
 
   try {
     // Admin and health listeners start first and close last: probes see NOT_SERVING while checks drain.

@@ -86,7 +86,7 @@ export class Metrics {
   });
   readonly redisErrors = new Counter({
     name: 'fortary_authz_redis_errors_total',
-    help: 'Failed Redis commands by operation.',
+    help: 'Failed Redis commands by operation (op="revive": a connection ioredis had ended was reconnected).',
     labelNames: ['op'] as const,
     registers: [this.registry],
   });

@@ -10,6 +10,7 @@ import path from 'node:path';
 import Redis from 'ioredis';
 import { waitFor } from './fixtures';
 import { freePort, startRedis, type RedisInstance } from './redis-server';
+import { reviveAfterEnd } from '../../src/adapters/redis/connections';
 
 export const MASTER_NAME = 'fortary';
 
@@ -39,9 +40,11 @@ export async function startSentinels(count: 1 | 3 = 1): Promise<SentinelDeployme
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fortary-sentinel-'));
   const procs: ChildProcess[] = [];
   const clients: Redis[] = [];
+  const guards: Array<() => void> = [];
   const sentinelPorts: number[] = [];
 
   const stop = async () => {
+    for (const stopGuard of guards) stopGuard();
     for (const c of clients) c.disconnect();
     await Promise.all(
       procs.map(
@@ -141,6 +144,8 @@ export async function startSentinels(count: 1 | 3 = 1): Promise<SentinelDeployme
           failoverDetector: true,
         });
         c.on('error', () => {});
+        // The same ioredis give-up-mid-failover the sidecar guards against would otherwise end the test's writer.
+        guards.push(reviveAfterEnd(c, () => undefined));
         clients.push(c);
         return c;
       },

@@ -53,6 +53,40 @@ export function createRedis(config: Config['redis'], role: RedisRole): Redis {
   return new Redis(redisOptions(config, role));
 }
 
+/** How long after an unexpected end a new connect starts (long enough not to spin, short against Envoy's view). */
+export const REVIVE_AFTER_END_MS = 250;
+
+/**
+ * ioredis gives up for good (status `end`, every command "Connection is closed.") when a disconnect lands while a
+ * connect is in progress: Sentinel's +switch-master arriving while it asks a sentinel for the master does exactly
+ * that (redis/ioredis#1683), as does disconnect(true) during a connect. retryStrategy is never consulted then. The
+ * liveness probe deliberately ignores Redis, so nothing would ever restart such a sidecar: it would answer 503
+ * forever. This starts a new connect after an `end` that close() did not ask for. Returns the stop function that
+ * close() calls before QUIT.
+ */
+export function reviveAfterEnd(redis: Redis, revived: () => void, delayMs = REVIVE_AFTER_END_MS): () => void {
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  const onEnd = () => {
+    if (stopped || timer !== null) return;
+    timer = setTimeout(() => {
+      timer = null;
+      if (stopped || redis.status !== 'end') return;
+      revived();
+      redis.connect().catch(() => {
+        // A failed connect either retries by itself or ends again, which lands here once more.
+      });
+    }, delayMs);
+    timer.unref();
+  };
+  redis.on('end', onEnd);
+  return () => {
+    stopped = true;
+    if (timer !== null) clearTimeout(timer);
+    redis.off('end', onEnd);
+  };
+}
+
 /** Describes a Redis error without echoing anything that could hold a password (URLs, AUTH arguments). */
 export function describeRedisError(error: unknown): string {
   if (error instanceof Error) return error.message.replace(/\/\/[^@/\s]*@/g, '//***@');
