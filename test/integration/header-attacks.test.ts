@@ -19,6 +19,7 @@ import {
   type CheckClient,
 } from '../support/check-client';
 import { createKey, putUser, randomBase62, type CreatedKey } from '../support/fixtures';
+import { redisCommandsDuring } from '../support/redis-work';
 import { startHarness, verdict, type Harness } from '../support/sidecar-harness';
 
 let h: Harness;
@@ -89,16 +90,6 @@ function wire(req: WireRequest): Buffer {
 async function ask(harness: Harness, bytes: Buffer) {
   const response = decodeCheckResponse(await harness.client.raw(bytes));
   return { response, ...verdict(response), reason: metadataOf(response).reason };
-}
-
-/** Redis commands processed so far, without the INFO that reads it and the heartbeat PINGs. */
-async function redisCommands(): Promise<number> {
-  const info = await h.admin.info('commandstats');
-  let total = 0;
-  for (const match of info.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)) {
-    if (match[1] !== 'info' && match[1] !== 'ping') total += Number(match[2]);
-  }
-  return total;
 }
 
 describe('client-sent x-fortary-* headers never reach upstream', () => {
@@ -374,11 +365,12 @@ describe('Authorization values are refused with bounded work', () => {
 
   test.each(rows)('%s: 401 before any Redis or bcrypt work', async (_name, build, reason) => {
     const bcryptBefore = h.bcryptCalls();
-    const redisBefore = await redisCommands();
-    const result = await ask(h, build());
-    expect(result).toMatchObject({ allow: false, grpc: 16, http: 401, reason });
+    const commands = await redisCommandsDuring(h.admin, async () => {
+      const result = await ask(h, build());
+      expect(result).toMatchObject({ allow: false, grpc: 16, http: 401, reason });
+    });
     expect(h.bcryptCalls()).toBe(bcryptBefore);
-    expect(await redisCommands()).toBe(redisBefore);
+    expect(commands).toEqual({});
   });
 
   test('a flood of every refused shape leaves good requests answered and the sidecar serving', async () => {
