@@ -9,7 +9,6 @@
  */
 import fs from 'node:fs';
 import bcrypt from 'bcrypt';
-import type * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { CheckService } from '../src/app/check';
 import { CacheFreshness } from '../src/app/freshness';
@@ -19,6 +18,7 @@ import { SecretVerifier } from '../src/app/secret-verifier';
 import { createCheckHandler } from '../src/adapters/grpc/authz-handler';
 import { decodeCheckRequest } from '../src/adapters/grpc/check-request-decoder';
 import { encodeAllow } from '../src/adapters/grpc/check-response-encoder';
+import type { UnaryCall } from '../src/adapters/grpc/h2-grpc-server';
 import type { Decision } from '../src/core/outcome';
 import { serializeKeyRecord, serializeUserRecord } from '../src/core/records';
 import type { AuthzRequest } from '../src/core/types';
@@ -127,14 +127,20 @@ async function main(): Promise<void> {
     50_000,
   );
 
-  const call = { request: req } as grpc.ServerUnaryCall<AuthzRequest, Buffer>;
-  const callback: grpc.sendUnaryData<Buffer> = (_error, value) => {
-    sink = value;
+  const call: UnaryCall = {
+    reply: (value) => {
+      sink = value;
+    },
+    fail: () => undefined,
   };
-  const handler = createCheckHandler(service, logger, metrics);
-  const full = time('handler: check + encode + metrics + log line', () => handler(call, callback), 50_000);
-  const quiet = createCheckHandler(service, createLogger('warn', devNull), metrics);
-  const noLog = time('handler with decision logs off (level warn)', () => quiet(call, callback));
+  const handler = createCheckHandler(service, logger, metrics, () => undefined);
+  const full = time(
+    'handler: decode + check + encode + metrics + log line',
+    () => handler(bytes, call),
+    50_000,
+  );
+  const quiet = createCheckHandler(service, createLogger('warn', devNull), metrics, () => undefined);
+  const noLog = time('handler with decision logs off (level warn)', () => quiet(bytes, call));
   console.log(`decision log share of the handler: ${(full - noLog).toFixed(0)} ns`);
   if (sink === undefined) console.log('');
 }

@@ -1167,7 +1167,7 @@ export function judge(world: World, request: Uint8Array, result: Outcome): Verdi
     const { code, details } = result.error;
     // Fail closed: Envoy turns a failed RPC into status_on_error (503) and forwards nothing.
     const closed =
-      (code === grpc.status.INTERNAL && /deserializ/i.test(details)) ||
+      (code === grpc.status.INTERNAL && /deserializ|malformed CheckRequest/i.test(details)) ||
       code === grpc.status.RESOURCE_EXHAUSTED;
     return {
       outcome: `rpc:${code}`,

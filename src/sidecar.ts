@@ -13,8 +13,9 @@ import { SecretVerifier } from './app/secret-verifier';
 import type { Config } from './config';
 import { AdminServer } from './adapters/admin/admin-server';
 import { createCheckHandler } from './adapters/grpc/authz-handler';
-import { GrpcListener, Health } from './adapters/grpc/grpc-server';
-import { authorizationServiceReporting } from './adapters/grpc/service-definition';
+import { GrpcH2Server } from './adapters/grpc/h2-grpc-server';
+import { addHealthService, Health } from './adapters/grpc/health-service';
+import { CHECK_METHOD_PATH } from './adapters/grpc/service-definition';
 import { createRedis, describeRedisError, reviveAfterEnd } from './adapters/redis/connections';
 import { EventSubscriber } from './adapters/redis/event-subscriber';
 import { ensureFunctionLibrary } from './adapters/redis/function-library';
@@ -120,17 +121,18 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     }
     let healthPort: number | null = null;
     if (config.health !== null) {
-      const healthListener = new GrpcListener(config.health);
-      health.implementation.addToServer(healthListener.server);
+      const healthListener = new GrpcH2Server(config.health);
+      addHealthService(healthListener, health);
       healthPort = await healthListener.start();
       closers.push(() => healthListener.close(1000));
     }
 
-    const grpcListener = new GrpcListener(config.grpc);
-    grpcListener.server.addService(authorizationServiceReporting(malformedReporter(logger, metrics)), {
-      Check: createCheckHandler(check, logger, metrics),
-    });
-    health.implementation.addToServer(grpcListener.server);
+    const grpcListener = new GrpcH2Server(config.grpc);
+    grpcListener.addUnary(
+      CHECK_METHOD_PATH,
+      createCheckHandler(check, logger, metrics, malformedReporter(logger, metrics)),
+    );
+    addHealthService(grpcListener, health);
     const grpcPort = await grpcListener.start();
     closers.push(() => grpcListener.close(config.drainTimeoutMs));
 

@@ -1,9 +1,9 @@
 /**
- * The ext_authz Check handler: AuthzRequest (already decoded by the custom deserializer) in, encoded
- * CheckResponse bytes out. It never throws, never answers an empty CheckResponse, and allows only on a Decision
- * with `allow: true` that the pipeline positively reached.
+ * The ext_authz Check handler: CheckRequest bytes in (decoded by the wire walker), encoded CheckResponse bytes
+ * out. It never throws, never answers an empty CheckResponse, and allows only on a Decision with `allow: true`
+ * that the pipeline positively reached. A request it cannot decode fails the call (INTERNAL), which Envoy turns
+ * into status_on_error: fail closed.
  */
-import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { CheckService } from '../../app/check';
 import { isPromise } from '../../app/maybe-async';
@@ -11,20 +11,18 @@ import type { Decision } from '../../core/outcome';
 import type { AuthzRequest } from '../../core/types';
 import { decisionLogger, type DecisionLog } from '../../observability/logger';
 import type { Metrics } from '../../observability/metrics';
+import { decodeCheckRequest } from './check-request-decoder';
 import { encodeAllow, encodeDeny } from './check-response-encoder';
+import { GrpcStatus, type UnaryCall, type UnaryMethod } from './h2-grpc-server';
 
 export function createCheckHandler(
   service: CheckService,
   logger: Logger,
   metrics: Metrics,
-): grpc.handleUnaryCall<AuthzRequest, Buffer> {
+  onMalformed: (error: unknown) => void,
+): UnaryMethod {
   const log = decisionLogger(logger);
-  const respond = (
-    req: AuthzRequest,
-    decision: Decision,
-    started: number,
-    callback: grpc.sendUnaryData<Buffer>,
-  ): void => {
+  const respond = (req: AuthzRequest, decision: Decision, started: number, call: UnaryCall): void => {
     let bytes: Buffer;
     let final = decision;
     try {
@@ -35,7 +33,7 @@ export function createCheckHandler(
       final = { allow: false, reason: 'internal_error', detail: `encode failed: ${String(error)}` };
       bytes = encodeDeny('internal_error');
     }
-    callback(null, bytes);
+    call.reply(bytes);
     // The answer is out; bookkeeping that fails must not become an unhandled rejection and crash the process.
     try {
       const seconds = (performance.now() - started) / 1000;
@@ -46,9 +44,15 @@ export function createCheckHandler(
     }
   };
 
-  return (call, callback) => {
+  return (bytes, call) => {
     const started = performance.now();
-    const req = call.request;
+    let req: AuthzRequest;
+    try {
+      req = decodeCheckRequest(bytes);
+    } catch (error) {
+      onMalformed(error);
+      return call.fail(GrpcStatus.INTERNAL, 'malformed CheckRequest');
+    }
     let result: ReturnType<CheckService['check']>;
     try {
       result = service.check(req);
@@ -57,12 +61,12 @@ export function createCheckHandler(
     }
     if (isPromise(result)) {
       result.then(
-        (decision) => respond(req, decision, started, callback),
+        (decision) => respond(req, decision, started, call),
         (error: unknown) =>
-          respond(req, { allow: false, reason: 'internal_error', detail: String(error) }, started, callback),
+          respond(req, { allow: false, reason: 'internal_error', detail: String(error) }, started, call),
       );
     } else {
-      respond(req, result, started, callback);
+      respond(req, result, started, call);
     }
   };
 }

@@ -1,9 +1,9 @@
 /**
- * The grpc-js service definition of `envoy.service.auth.v3.Authorization` with the custom codec: requests are
- * decoded by the CheckRequest walker, and handlers answer with CheckResponse bytes from the response encoder
- * (responseSerialize is the identity). The client-side functions are identities too, so a test client built
- * with `grpc.makeGenericClientConstructor(authorizationService, ...)` sends pre-encoded CheckRequest bytes and
- * receives the raw CheckResponse bytes.
+ * The method path of `envoy.service.auth.v3.Authorization/Check`, and a grpc-js service definition of it for
+ * clients (tests, bench, scripts): a client built with `grpc.makeGenericClientConstructor(authorizationService,
+ * ...)` sends pre-encoded CheckRequest bytes and receives the raw CheckResponse bytes. The sidecar itself serves
+ * the method on node:http2 (h2-grpc-server.ts); the server-side functions here decode like it does, so a grpc-js
+ * server built from this definition (a test double) behaves the same.
  */
 import type { handleUnaryCall, ServiceDefinition } from '@grpc/grpc-js';
 import type { AuthzRequest } from '../../core/types';
@@ -36,25 +36,3 @@ export const authorizationService = {
     originalName: 'check',
   },
 } as const satisfies ServiceDefinition<AuthorizationImplementation>;
-
-/**
- * The same service with a deserializer that reports what it refuses. An undecodable request still fails the call
- * (INTERNAL, so Envoy answers with status_on_error: fail closed); the hook lets an operator see it happening.
- */
-export function authorizationServiceReporting(
-  onMalformed: (error: unknown) => void,
-): typeof authorizationService {
-  return {
-    Check: {
-      ...authorizationService.Check,
-      requestDeserialize: (bytes: Buffer): AuthzRequest => {
-        try {
-          return decodeCheckRequest(bytes);
-        } catch (error) {
-          onMalformed(error);
-          throw error;
-        }
-      },
-    },
-  };
-}
