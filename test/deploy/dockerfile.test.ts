@@ -1,5 +1,5 @@
 /** The Dockerfile and .dockerignore follow the review rules (dockerfile-checks.ts); each rule is shown to fire. */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { checkDockerfile, checkDockerignore, parseDockerfile } from './dockerfile-checks';
 
@@ -113,5 +113,41 @@ describe('.dockerignore', () => {
 
   it('catches a re-included entry', () => {
     expect(checkDockerignore(`${dockerignore}\n!dist/src\n`)).toEqual(['.dockerignore re-includes dist']);
+  });
+});
+
+describe('runtime dependencies (the image installs `dependencies` only)', () => {
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+    dependencies: Record<string, string>;
+  };
+
+  /** Bare packages the compiled sidecar loads: value imports in src/ (type-only imports are erased). */
+  function runtimeImports(dir: string): Map<string, string> {
+    const found = new Map<string, string>();
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        for (const [name, where] of runtimeImports(file)) found.set(name, where);
+        continue;
+      }
+      if (!file.endsWith('.ts')) continue;
+      const text = readFileSync(file, 'utf8');
+      for (const match of text.matchAll(/^import (?!type )[^;]*? from '([^'.][^']*)';/gms)) {
+        const specifier = match[1] as string;
+        if (specifier.startsWith('node:')) continue;
+        const name = specifier.startsWith('@')
+          ? specifier.split('/').slice(0, 2).join('/')
+          : specifier.split('/')[0];
+        found.set(name as string, path.relative(ROOT, file));
+      }
+    }
+    return found;
+  }
+
+  it('every package src/ loads at run time is a production dependency', () => {
+    const imports = runtimeImports(path.join(ROOT, 'src'));
+    expect(imports.size).toBeGreaterThan(5);
+    const missing = [...imports].filter(([name]) => pkg.dependencies[name] === undefined);
+    expect(missing).toEqual([]);
   });
 });
