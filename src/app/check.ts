@@ -61,10 +61,10 @@ export class CheckService {
     if (entry.kind === 'missing') return deny('key_unknown', 'no such key', { keyId });
     if (entry.kind === 'invalid') return deny('record_invalid', 'key record is corrupt', { keyId });
     const key = entry.key;
-    const userId = key.record.userId;
-    const state = keyStateDenial(key.record, this.deps.clock.now());
+    const userId = key.userId;
+    const state = keyStateDenial(key, this.deps.clock.now());
     if (state !== null) return deny(state.reason, state.detail, { keyId, userId });
-    const verification = this.deps.verifier.verify(keyId, token.token, key.record.secretHash);
+    const verification = this.deps.verifier.verify(keyId, token.token, key.secretHash);
     return chain(verification, (result) => {
       if (result === 'overloaded') return deny('overloaded', 'bcrypt queue full', { keyId, userId });
       if (result === 'mismatch') return deny('secret_mismatch', 'secret does not match', { keyId, userId });
@@ -75,8 +75,8 @@ export class CheckService {
   }
 
   private withOwner(req: AuthzRequest, key: CompiledKey, entry: UserEntry): Decision {
-    const keyId = key.record.id;
-    const userId = key.record.userId;
+    const keyId = key.id;
+    const userId = key.userId;
     // A key whose owner record is gone or corrupt has no live roles to inherit.
     if (entry.kind !== 'user') return deny('record_invalid', `owner record ${entry.kind}`, { keyId, userId });
     const denial = accessDenial(req, key, entry.user, this.deps.policy);

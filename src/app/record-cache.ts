@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { compileKey, compileUser, type CompiledKey, type CompiledUser } from '../core/decide';
+import { compileKey, compileUser, type CompiledKey, type CompiledUser, type Sharing } from '../core/decide';
 import { parseKeyRecord, parseUserRecord } from '../core/records';
 import { WrongType, type AppEvents, type RecordStore } from './ports';
 
@@ -39,6 +39,7 @@ export class RecordCache {
   private readonly missingTtlMs: number;
   /** Advanced by every invalidation; loads that started under an older generation are not cached. */
   private generation = 0;
+  private readonly sharing = new SharedValues();
 
   constructor(
     private readonly store: RecordStore,
@@ -87,7 +88,7 @@ export class RecordCache {
         if (!parsed.ok)
           return this.invalid('key', keyId, parsed.error, `${fields.record}\0${fields.revokedAt}`);
         this.repaired('key', keyId);
-        return { kind: 'key', key: compileKey(parsed.value) } as const;
+        return { kind: 'key', key: compileKey(parsed.value, this.sharing) } as const;
       },
       (entry, generation) => this.store_(this.keys, keyId, entry, generation),
     );
@@ -110,7 +111,7 @@ export class RecordCache {
         const parsed = parseUserRecord(userId, text);
         if (!parsed.ok) return this.invalid('user', userId, parsed.error, text);
         this.repaired('user', userId);
-        return { kind: 'user', user: compileUser(parsed.value) } as const;
+        return { kind: 'user', user: compileUser(parsed.value, this.sharing) } as const;
       },
       (entry, generation) => this.store_(this.users, userId, entry, generation),
     );
@@ -128,7 +129,7 @@ export class RecordCache {
     this.users.delete(userId);
     this.userLoads.delete(userId);
     for (const [keyId, entry] of this.keys.entries()) {
-      if (entry.kind === 'key' && entry.key.record.userId === userId) this.keys.delete(keyId);
+      if (entry.kind === 'key' && entry.key.userId === userId) this.keys.delete(keyId);
     }
   }
 
@@ -188,5 +189,35 @@ export class RecordCache {
   /** A valid load ends the corrupt streak: corrupting the record again, even into the same bytes, logs again. */
   private repaired(kind: 'key' | 'user', id: string): void {
     if (this.reported.size > 0) this.reported.delete(`${kind}:${id}`);
+  }
+}
+
+/**
+ * One shared copy of equal vault lists and user ids across cached records (most keys carry the same few lists,
+ * and every key of a user repeats its id): tens of bytes per cached key. Bounded: when a table is full it starts
+ * over, which only costs sharing, never correctness.
+ */
+class SharedValues implements Sharing {
+  static readonly MAX = 50_000;
+  private readonly lists = new Map<string, readonly string[]>();
+  private readonly texts = new Map<string, string>();
+
+  list(values: readonly string[]): readonly string[] {
+    const id = JSON.stringify(values);
+    let shared = this.lists.get(id);
+    if (shared === undefined) {
+      if (this.lists.size >= SharedValues.MAX) this.lists.clear();
+      shared = Object.freeze([...values]);
+      this.lists.set(id, shared);
+    }
+    return shared;
+  }
+
+  text(value: string): string {
+    const shared = this.texts.get(value);
+    if (shared !== undefined) return shared;
+    if (this.texts.size >= SharedValues.MAX) this.texts.clear();
+    this.texts.set(value, value);
+    return value;
   }
 }

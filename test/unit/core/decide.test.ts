@@ -313,11 +313,29 @@ describe('accessDenial (rules 3–6)', () => {
 });
 
 describe('compileKey / compileUser', () => {
-  it('compiles the allowlists once', () => {
-    const key = compileKey(keyRecord({ vaults: ['alpha', 'beta'], ipAllowlist: ['10.0.0.0/8'] }));
-    expect([...key.vaults].sort()).toEqual(['alpha', 'beta']);
+  it('keeps what the rules read and nothing else (100,000 of these are cached)', () => {
+    const key = compileKey(
+      keyRecord({ vaults: ['alpha', 'beta'], ipAllowlist: ['10.0.0.0/8'], label: 'x', revokedAt: null }),
+    );
+    expect(Object.keys(key).sort()).toEqual(
+      ['expiresAt', 'id', 'ipRanges', 'readScope', 'revokedAt', 'secretHash', 'userId', 'vaults'].sort(),
+    );
+    expect(key.vaults).toEqual(['alpha', 'beta']);
     expect(key.ipRanges).toHaveLength(1);
-    expect(compileUser(userRecord({ developerVaults: ['x'] })).developerVaults.has('x')).toBe(true);
+    expect(key.readScope).toBe(true);
+    expect(compileKey(keyRecord({ scopes: [] })).readScope).toBe(false);
+    expect(compileUser(userRecord({ developerVaults: ['x'] })).developerVaults).toEqual(['x']);
+  });
+
+  it('hands equal lists and ids through the sharing hook', () => {
+    const seen: unknown[] = [];
+    const share = {
+      list: (values: readonly string[]) => (seen.push(values), values),
+      text: (value: string) => (seen.push(value), value),
+    };
+    compileKey(keyRecord({ vaults: ['alpha'], userId: 'owner-1' }), share);
+    compileUser(userRecord({ id: 'owner-1', developerVaults: ['alpha'] }), share);
+    expect(seen).toEqual(['owner-1', ['alpha'], 'owner-1', ['alpha']]);
   });
 
   it('refuses an invalid CIDR loudly (records.ts must have caught it)', () => {
