@@ -121,13 +121,13 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     }
     let healthPort: number | null = null;
     if (config.health !== null) {
-      const healthListener = new GrpcH2Server(config.health);
+      const healthListener = new GrpcH2Server(config.health, { onError: listenerError(logger, 'health') });
       addHealthService(healthListener, health);
       healthPort = await healthListener.start();
       closers.push(() => healthListener.close(1000));
     }
 
-    const grpcListener = new GrpcH2Server(config.grpc);
+    const grpcListener = new GrpcH2Server(config.grpc, { onError: listenerError(logger, 'grpc') });
     grpcListener.addUnary(
       CHECK_METHOD_PATH,
       createCheckHandler(check, logger, metrics, malformedReporter(logger, metrics)),
@@ -217,6 +217,10 @@ function appEvents(logger: Logger, metrics: Metrics): AppEvents {
 }
 
 /** Counts every undecodable CheckRequest and logs at most one line per 10 s, so garbage cannot flood the log. */
+function listenerError(logger: Logger, listener: string): (error: Error) => void {
+  return (error) => logger.error({ listener, error: error.message }, 'listener error');
+}
+
 function malformedReporter(logger: Logger, metrics: Metrics): (error: unknown) => void {
   let lastLog = 0;
   let unlogged = 0;

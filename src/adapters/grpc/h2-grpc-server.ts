@@ -38,6 +38,8 @@ export type UnaryMethod = (request: Buffer, call: UnaryCall) => void;
 /** A server-streaming call (health Watch). `onEnd` runs once when the client cancels or the server closes. */
 export interface StreamCall {
   send(message: Buffer): void;
+  /** Ends the call with a non-OK status (after any messages already sent). */
+  fail(code: number, message: string): void;
   onEnd(listener: () => void): void;
 }
 export type StreamMethod = (request: Buffer, call: StreamCall) => void;
@@ -48,6 +50,8 @@ const RESPONSE_HEADERS = {
   'grpc-accept-encoding': 'identity,gzip,deflate',
 };
 const OK_TRAILERS = { 'grpc-status': '0' };
+/** gRPC's own content types; grpc-web and +json bodies are not binary protobuf frames. */
+const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?(;|$)/;
 
 const SERVER_SETTINGS: http2.Settings = {
   // Envoy multiplexes every Check over a few connections: allow plenty of streams on each.
@@ -57,15 +61,57 @@ const SERVER_SETTINGS: http2.Settings = {
 };
 const SESSION_WINDOW_BYTES = 8 * 1024 * 1024;
 
+export interface GrpcH2ServerOptions {
+  /**
+   * The longest a request may take to arrive in full, whatever its grpc-timeout says: a stream that never ends
+   * would otherwise hold its buffers forever. Envoy sends a Check in one go.
+   */
+  readLimitMs?: number;
+  /**
+   * Request bytes one connection may have buffered across its unfinished requests. Envoy's requests are a few KiB
+   * and complete in one read; this only binds a client that opens many large requests and never finishes them.
+   */
+  sessionBufferBytes?: number;
+  /** Errors of the listening socket after start (never thrown: they are reported here). */
+  onError?: (error: Error) => void;
+}
+const DEFAULT_READ_LIMIT_MS = 5000;
+const DEFAULT_SESSION_BUFFER_BYTES = 32 * 1024 * 1024;
+/** How often unfinished requests are checked against their read deadline. */
+const SWEEP_MS = 100;
+
+/** A request whose body is still arriving. */
+interface Reading {
+  stream: http2.ServerHttp2Stream;
+  /** performance.now() by which the body must be complete. */
+  deadline: number;
+  buffered: number;
+  expire(): void;
+  /** The client reset the stream: drop its bytes without answering. */
+  release(): void;
+}
+
 export class GrpcH2Server {
   private readonly unary = new Map<string, UnaryMethod>();
   private readonly streaming = new Map<string, StreamMethod>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly openStreams = new Set<() => void>();
+  private readonly reading = new Set<Reading>();
+  /** Request bytes buffered per connection (bounded by sessionBufferBytes). */
+  private readonly buffered = new WeakMap<http2.ServerHttp2Session, number>();
   private readonly server = http2.createServer({ settings: SERVER_SETTINGS });
+  private readonly readLimitMs: number;
+  private readonly sessionBufferBytes: number;
+  private sweeper: NodeJS.Timeout | null = null;
+  private closing = false;
   private boundPort = 0;
 
-  constructor(private readonly address: HostPort) {
+  constructor(
+    private readonly address: HostPort,
+    private readonly options: GrpcH2ServerOptions = {},
+  ) {
+    this.readLimitMs = options.readLimitMs ?? DEFAULT_READ_LIMIT_MS;
+    this.sessionBufferBytes = options.sessionBufferBytes ?? DEFAULT_SESSION_BUFFER_BYTES;
     // Notices a peer that vanished without a FIN (its sessions and streams are then freed).
     this.server.on('connection', (socket: Socket) => socket.setKeepAlive(true, 30_000));
     this.server.on('session', (session) => this.onSession(session));
@@ -95,16 +141,21 @@ export class GrpcH2Server {
         resolve();
       });
     });
+    this.server.on('error', (error: Error) => this.options.onError?.(error));
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
     this.boundPort = (this.server.address() as AddressInfo).port;
     return this.boundPort;
   }
 
   /**
    * Stops accepting connections, tells every client to go away (GOAWAY: no new streams), lets in-flight calls
-   * finish for up to `drainMs`, then cuts what is left. Open streams (health Watch) end at once: they never finish.
+   * finish for up to `drainMs`, then cuts what is left. Open streams (health Watch) end at once, and one that
+   * starts during the drain is refused: they would never finish by themselves.
    */
   async close(drainMs: number): Promise<void> {
     if (!this.server.listening) return;
+    this.closing = true;
     for (const end of [...this.openStreams]) end();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const session of this.sessions) session.close();
@@ -117,6 +168,7 @@ export class GrpcH2Server {
     });
     await Promise.race([closed, cut]);
     clearTimeout(timer);
+    if (this.sweeper !== null) clearInterval(this.sweeper);
     await closed;
   }
 
@@ -132,7 +184,7 @@ export class GrpcH2Server {
     stream.on('error', () => undefined);
     if (headers[':method'] !== 'POST') return httpRefusal(stream, 405);
     const contentType = headers['content-type'];
-    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
+    if (typeof contentType !== 'string' || !GRPC_CONTENT_TYPE.test(contentType)) {
       return httpRefusal(stream, 415);
     }
     const path = headers[':path'] ?? '';
@@ -141,27 +193,128 @@ export class GrpcH2Server {
     if (unary === undefined && streaming === undefined) {
       return trailersOnly(stream, GrpcStatus.UNIMPLEMENTED, `unknown method ${path.slice(0, 200)}`);
     }
-    const encoding = headers['grpc-encoding'];
-    if (encoding !== undefined && encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'deflate') {
+    const encoding = headers['grpc-encoding'] ?? 'identity';
+    if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'deflate') {
       return trailersOnly(
         stream,
         GrpcStatus.UNIMPLEMENTED,
         `unsupported grpc-encoding ${encoding.slice(0, 40)}`,
       );
     }
-    const deadlineMs = parseTimeout(headers['grpc-timeout']);
-    readMessage(stream, encoding ?? 'identity', (error, request) => {
-      if (error !== null) return trailersOnly(stream, error.code, error.message);
-      if (unary !== undefined) this.runUnary(stream, unary, request, deadlineMs);
-      else if (streaming !== undefined) this.runStream(stream, streaming, request);
+    const arrived = performance.now();
+    const timeoutMs = parseTimeout(headers['grpc-timeout']);
+    const deadline = timeoutMs === null ? null : arrived + timeoutMs;
+    this.readMessage(
+      stream,
+      encoding,
+      Math.min(deadline ?? Infinity, arrived + this.readLimitMs),
+      (error, request) => {
+        // The client may have reset the stream while the body was being inflated.
+        if (stream.closed || stream.destroyed) return;
+        if (error !== null) return trailersOnly(stream, error.code, error.message);
+        if (unary !== undefined) this.runUnary(stream, unary, request, deadline);
+        else if (streaming !== undefined) this.runStream(stream, streaming, request);
+      },
+    );
+  }
+
+  /** Collects the request's single length-prefixed message (bounded in size and time), then calls back once. */
+  private readMessage(
+    stream: http2.ServerHttp2Stream,
+    encoding: string,
+    deadline: number,
+    done: (error: CallError | null, message: Buffer) => void,
+  ): void {
+    const session = stream.session as http2.ServerHttp2Session;
+    const chunks: Buffer[] = [];
+    const reading: Reading = {
+      stream,
+      deadline,
+      buffered: 0,
+      expire: () => refuse({ code: GrpcStatus.DEADLINE_EXCEEDED, message: 'request not received in time' }),
+      release: () => {
+        if (!finished) stop();
+      },
+    };
+    let finished = false;
+    const stop = () => {
+      finished = true;
+      chunks.length = 0;
+      this.reading.delete(reading);
+      this.buffered.set(session, (this.buffered.get(session) ?? 0) - reading.buffered);
+      reading.buffered = 0;
+    };
+    const refuse = (error: CallError) => {
+      if (finished) return;
+      stop();
+      done(error, EMPTY);
+    };
+    // A stream reset before its end is released by the next sweep (no 'close' listener per request).
+    this.reading.add(reading);
+    stream.on('data', (chunk: Buffer) => {
+      if (finished) return;
+      reading.buffered += chunk.length;
+      const total = (this.buffered.get(session) ?? 0) + chunk.length;
+      this.buffered.set(session, total);
+      chunks.push(chunk);
+      // Refuse as soon as the frame header declares too much, not after buffering it.
+      const declared = reading.buffered >= 5 ? declaredSize(chunks) : 0;
+      if (declared > MAX_MESSAGE_BYTES || reading.buffered > MAX_MESSAGE_BYTES + 5) {
+        refuse({
+          code: GrpcStatus.RESOURCE_EXHAUSTED,
+          message: `request larger than ${MAX_MESSAGE_BYTES} bytes`,
+        });
+      } else if (total > this.sessionBufferBytes) {
+        refuse({
+          code: GrpcStatus.RESOURCE_EXHAUSTED,
+          message: 'too many request bytes in flight on this connection',
+        });
+      }
     });
+    stream.on('end', () => {
+      if (finished) return;
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, reading.buffered);
+      const parsed = unframe(body);
+      if ('code' in parsed) return refuse(parsed);
+      if (!parsed.compressed) {
+        stop();
+        return done(null, parsed.message);
+      }
+      if (encoding === 'identity')
+        return refuse({ code: GrpcStatus.INTERNAL, message: 'compressed message without grpc-encoding' });
+      const inflate = encoding === 'gzip' ? zlib.gunzip : zlib.inflate;
+      inflate(parsed.message, { maxOutputLength: MAX_MESSAGE_BYTES }, (error, message) => {
+        if (finished) return;
+        if (error === null) {
+          stop();
+          return done(null, message);
+        }
+        const tooLarge = (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
+        refuse(
+          tooLarge
+            ? {
+                code: GrpcStatus.RESOURCE_EXHAUSTED,
+                message: `request inflates past ${MAX_MESSAGE_BYTES} bytes`,
+              }
+            : { code: GrpcStatus.INTERNAL, message: 'could not decompress the message' },
+        );
+      });
+    });
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const reading of this.reading) {
+      if (reading.stream.closed || reading.stream.destroyed) reading.release();
+      else if (now >= reading.deadline) reading.expire();
+    }
   }
 
   private runUnary(
     stream: http2.ServerHttp2Stream,
     method: UnaryMethod,
     request: Buffer,
-    deadlineMs: number | null,
+    deadline: number | null,
   ) {
     let done = false;
     let timer: NodeJS.Timeout | null = null;
@@ -179,26 +332,33 @@ export class GrpcH2Server {
         if (finish()) trailersOnly(stream, code, message);
       },
     };
+    if (deadline !== null && performance.now() >= deadline) {
+      return call.fail(GrpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded');
+    }
     try {
       method(request, call);
     } catch {
       call.fail(GrpcStatus.INTERNAL, 'internal error');
     }
     // The warm path answers synchronously; only a call still open needs a deadline timer.
-    if (!done && deadlineMs !== null) {
-      timer = setTimeout(() => call.fail(GrpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded'), deadlineMs);
+    if (!done && deadline !== null) {
+      timer = setTimeout(
+        () => call.fail(GrpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded'),
+        Math.max(0, deadline - performance.now()),
+      );
       stream.once('close', () => timer !== null && clearTimeout(timer));
     }
   }
 
   private runStream(stream: http2.ServerHttp2Stream, method: StreamMethod, request: Buffer): void {
+    if (this.closing) return trailersOnly(stream, GrpcStatus.UNAVAILABLE, 'server closing');
     const listeners: Array<() => void> = [];
     let ended = false;
     const end = () => {
       if (ended) return;
       ended = true;
       this.openStreams.delete(endByServer);
-      for (const listener of listeners) listener();
+      for (const listener of listeners.splice(0)) listener();
     };
     const endByServer = () => {
       end();
@@ -218,7 +378,16 @@ export class GrpcH2Server {
       send: (message) => {
         if (!ended && !stream.closed && !stream.destroyed) stream.write(frame(message));
       },
-      onEnd: (listener) => listeners.push(listener),
+      fail: (code, message) => {
+        if (ended || stream.closed || stream.destroyed) return;
+        end();
+        stream.once('wantTrailers', () =>
+          stream.sendTrailers({ 'grpc-status': String(code), 'grpc-message': encodeURIComponent(message) }),
+        );
+        stream.end();
+      },
+      // A listener that arrives after the end runs at once, so nothing registered late is left behind.
+      onEnd: (listener) => (ended ? listener() : void listeners.push(listener)),
     };
     try {
       method(request, call);
@@ -233,46 +402,13 @@ interface CallError {
   message: string;
 }
 
-/** Collects the request's single length-prefixed message (bounded), then calls back once. */
-function readMessage(
-  stream: http2.ServerHttp2Stream,
-  encoding: string,
-  done: (error: CallError | null, message: Buffer) => void,
-): void {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  let refused = false;
-  stream.on('data', (chunk: Buffer) => {
-    if (refused) return;
-    length += chunk.length;
-    if (length > MAX_MESSAGE_BYTES + 5) {
-      refused = true;
-      chunks.length = 0;
-      done(
-        { code: GrpcStatus.RESOURCE_EXHAUSTED, message: `request larger than ${MAX_MESSAGE_BYTES} bytes` },
-        EMPTY,
-      );
-      return;
-    }
-    chunks.push(chunk);
-  });
-  stream.on('end', () => {
-    if (refused) return;
-    const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, length);
-    const parsed = unframe(body);
-    if ('code' in parsed) return done(parsed, EMPTY);
-    if (!parsed.compressed) return done(null, parsed.message);
-    if (encoding === 'identity') {
-      return done({ code: GrpcStatus.INTERNAL, message: 'compressed message without grpc-encoding' }, EMPTY);
-    }
-    const inflate = encoding === 'gzip' ? zlib.gunzip : zlib.inflate;
-    inflate(parsed.message, { maxOutputLength: MAX_MESSAGE_BYTES }, (error, message) =>
-      error === null
-        ? done(null, message)
-        : done({ code: GrpcStatus.INTERNAL, message: `could not decompress the message` }, EMPTY),
-    );
-  });
+/** The message size the frame header (the first 5 bytes, possibly split over chunks) declares. */
+function declaredSize(chunks: readonly Buffer[]): number {
+  const head = chunks[0] as Buffer;
+  const bytes = head.length >= 5 ? head : Buffer.concat(chunks).subarray(0, 5);
+  return bytes.readUInt32BE(1);
 }
+
 const EMPTY = Buffer.alloc(0);
 
 /** Exactly one message, as unary and server-streaming requests carry. */
@@ -300,6 +436,7 @@ function sendMessage(stream: http2.ServerHttp2Stream, message: Buffer): void {
   stream.end(frame(message));
 }
 
+/** A status without a message (trailers-only response). A client still sending is then told to stop. */
 function trailersOnly(stream: http2.ServerHttp2Stream, code: number, message: string): void {
   if (stream.headersSent || stream.closed || stream.destroyed) return;
   stream.respond(
@@ -308,25 +445,38 @@ function trailersOnly(stream: http2.ServerHttp2Stream, code: number, message: st
       'content-type': 'application/grpc+proto',
       'grpc-status': String(code),
       'grpc-message': encodeURIComponent(message),
+      ...(code === GrpcStatus.UNIMPLEMENTED ? { 'grpc-accept-encoding': 'identity,gzip,deflate' } : {}),
     },
     { endStream: true },
   );
-  // Whatever the client still sends is read and dropped, so its stream closes cleanly.
-  stream.resume();
+  stopReading(stream);
 }
 
 function httpRefusal(stream: http2.ServerHttp2Stream, status: number): void {
   if (stream.headersSent || stream.closed || stream.destroyed) return;
   stream.respond({ ':status': status }, { endStream: true });
+  stopReading(stream);
+}
+
+/**
+ * After an early answer, a client that has not finished sending gets RST_STREAM(NO_ERROR) (RFC 9113 §8.1), so
+ * the stream stops counting against the concurrency limit and its window is not granted to bytes thrown away.
+ */
+function stopReading(stream: http2.ServerHttp2Stream): void {
+  if (stream.readableEnded) return;
   stream.resume();
+  stream.close(http2.constants.NGHTTP2_NO_ERROR);
 }
 
 const TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+/** setTimeout fires at once for anything above 2^31-1 ms (~24.8 days): such a deadline means "none". */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 /** grpc-timeout: up to 8 digits and a unit. Anything else is ignored (no deadline), as grpc-js does. */
 export function parseTimeout(value: string | string[] | undefined): number | null {
   if (typeof value !== 'string') return null;
   const match = /^(\d{1,8})([HMSmun])$/.exec(value);
   if (match === null) return null;
-  return Math.max(0, Math.ceil(Number(match[1]) * (TIMEOUT_UNITS[match[2] as string] as number)));
+  const ms = Math.ceil(Number(match[1]) * (TIMEOUT_UNITS[match[2] as string] as number));
+  return ms > LONGEST_TIMER_MS ? null : ms;
 }

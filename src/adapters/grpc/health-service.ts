@@ -42,10 +42,17 @@ export class Health {
     this.set(LIVENESS_SERVICE, NOT_SERVING);
   }
 
+  /** Open Watch calls (each unsubscribes when it ends). */
+  get watching(): number {
+    return this.watchers.size;
+  }
+
   /** Calls `listener(service)` after every status change; returns the unsubscribe function. */
   watch(listener: (service: string) => void): () => void {
     this.watchers.add(listener);
-    return () => this.watchers.delete(listener);
+    return () => {
+      this.watchers.delete(listener);
+    };
   }
 
   private set(service: string, status: number): void {
@@ -64,7 +71,8 @@ export function addHealthService(server: GrpcH2Server, health: Health): void {
     call.reply(encodeStatus(status));
   });
   server.addServerStream('/grpc.health.v1.Health/Watch', (request: Buffer, call: StreamCall) => {
-    const service = decodeServiceName(request) ?? '';
+    const service = decodeServiceName(request);
+    if (service === null) return call.fail(GrpcStatus.INTERNAL, 'malformed HealthCheckRequest');
     let last = -1;
     const send = () => {
       const status = health.statusOf(service) ?? SERVICE_UNKNOWN;
