@@ -127,13 +127,25 @@ describe('encodeAllow', () => {
     ]);
   });
 
-  test('nothing is kept per key: a different owner for the same key id gets its own answer', () => {
-    const first = expectSafeShape(encodeAllow('key_memo', 'user_memo', []), true);
+  test('only recently used keys keep their answer (bounded), and a different owner never gets it', () => {
+    const first = encodeAllow('key_memo', 'user_memo', []);
+    expect(encodeAllow('key_memo', 'user_memo', [])).toBe(first);
+    // Kept answers have their own exact-size ArrayBuffer (no pinned pool slab).
+    expect(first.byteOffset).toBe(0);
+    expect(first.buffer.byteLength).toBe(first.length);
     const other = expectSafeShape(encodeAllow('key_memo', 'user_other', []), true);
-    expect(metadataOf(first).user_id).toBe('user_memo');
     expect(metadataOf(other).user_id).toBe('user_other');
     expect(other.ok_response.headers[1].header.value).toBe('user_other');
-    expect(encodeAllow('key_memo', 'user_memo', [])).toEqual(encodeAllow('key_memo', 'user_memo', []));
+    // With removeHeaders the answer is written fresh.
+    expect(encodeAllow('key_memo', 'user_other', ['x-api-key'])).not.toBe(
+      encodeAllow('key_memo', 'user_other', []),
+    );
+    // 2,000 other keys later the first is no longer kept: the memo does not grow with the number of keys.
+    const again = encodeAllow('key_memo', 'user_memo', []);
+    for (let i = 0; i < 2000; i++) encodeAllow(`key_${i}`, 'user_memo', []);
+    const later = encodeAllow('key_memo', 'user_memo', []);
+    expect(later).not.toBe(again);
+    expect(later).toEqual(again);
   });
 
   test('an allow without ids is refused: Envoy would drop an empty identity header and keep a spoofed one', () => {
