@@ -863,6 +863,7 @@ async function memory(bench: Bench, redisUrl: string, admin: Redis): Promise<voi
     );
     bench.verify(hits === n, `second pass: ${hits} key cache hits of ${n}`);
     const heap = m1.get('fortary_authz_nodejs_heap_size_used_bytes') ?? NaN;
+    const heapTotal = m1.get('fortary_authz_nodejs_heap_size_total_bytes') ?? NaN;
     const external = m1.get('fortary_authz_nodejs_external_memory_bytes') ?? NaN;
     bench.report.scenarios.memory = {
       keys: n,
@@ -872,6 +873,7 @@ async function memory(bench: Bench, redisUrl: string, admin: Redis): Promise<voi
       afterFirst,
       final,
       heapUsedMiB: heap / 2 ** 20,
+      heapTotalMiB: heapTotal / 2 ** 20,
       externalMiB: external / 2 ** 20,
     };
     bench.row('RSS idle, fresh sidecar', `${idle.rssMiB.toFixed(0)} MiB`);
@@ -880,7 +882,9 @@ async function memory(bench: Bench, redisUrl: string, admin: Redis): Promise<voi
       `${final.rssMiB.toFixed(0)} MiB (peak ${final.peakMiB.toFixed(0)} MiB; V8 heap used ${(
         heap /
         2 ** 20
-      ).toFixed(0)} MiB, Buffers ${(external / 2 ** 20).toFixed(0)} MiB)`,
+      ).toFixed(
+        0,
+      )} of ${(heapTotal / 2 ** 20).toFixed(0)} MiB, Buffers ${(external / 2 ** 20).toFixed(0)} MiB)`,
       '< 150 MB',
       final.peakMiB * 2 ** 20 < 150e6,
     );
