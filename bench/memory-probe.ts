@@ -105,7 +105,8 @@ async function main(): Promise<void> {
   gc();
   gc();
   const after = process.memoryUsage();
-  if (process.env.PROBE_HEAP_SNAPSHOT) console.error(`heap snapshot: ${v8.writeHeapSnapshot(process.env.PROBE_HEAP_SNAPSHOT)}`);
+  if (process.env.PROBE_HEAP_SNAPSHOT)
+    console.error(`heap snapshot: ${v8.writeHeapSnapshot(process.env.PROBE_HEAP_SNAPSHOT)}`);
   const per = (field: keyof NodeJS.MemoryUsage) => ((after[field] - before[field]) / n).toFixed(0);
   console.log(
     JSON.stringify({
