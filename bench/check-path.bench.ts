@@ -10,11 +10,7 @@
 import fs from 'node:fs';
 import bcrypt from 'bcrypt';
 import pino from 'pino';
-import { CheckService } from '../src/app/check';
-import { CacheFreshness } from '../src/app/freshness';
-import { silentEvents, systemClock, type RecordStore } from '../src/app/ports';
-import { RecordCache } from '../src/app/record-cache';
-import { SecretVerifier } from '../src/app/secret-verifier';
+import { type RecordStore } from '../src/app/ports';
 import { createCheckHandler } from '../src/adapters/grpc/authz-handler';
 import { decodeCheckRequest } from '../src/adapters/grpc/check-request-decoder';
 import { encodeAllow } from '../src/adapters/grpc/check-response-encoder';
@@ -24,6 +20,7 @@ import { serializeKeyRecord, serializeUserRecord } from '../src/core/records';
 import type { AuthzRequest } from '../src/core/types';
 import { createLogger, decisionLogger, type DecisionFields } from '../src/observability/logger';
 import { Metrics } from '../src/observability/metrics';
+import { inMemoryCheckService } from './in-memory-service';
 import { BENCH_VAULT, checkRequestBytes, randomBase62 } from './envoy-request';
 import { formatToken } from '../src/core/token';
 
@@ -69,24 +66,8 @@ async function main(): Promise<void> {
     getUser: async () => userRecord,
     getSequence: async () => 1,
   };
-  const cache = new RecordCache(store, silentEvents, {
+  const { service, verifier } = await inMemoryCheckService(store, (t, h) => bcrypt.compare(t, h), {
     maxKeys: 1000,
-    maxUsers: 1000,
-    maxStalenessMs: 3_600_000,
-  });
-  const freshness = new CacheFreshness(store, cache, { trustChanged: () => {}, eventApplied: () => {} });
-  await freshness.reconcile('bench');
-  const verifier = new SecretVerifier((t, h) => bcrypt.compare(t, h), silentEvents, {
-    concurrency: 1,
-    queue: 1,
-    maxKeys: 1000,
-  });
-  const service = new CheckService({
-    cache,
-    freshness,
-    verifier,
-    clock: systemClock,
-    policy: { trustedProxies: [], openPaths: [] },
   });
 
   const bytes = checkRequestBytes({ authorization: `Bearer ${token}` });

@@ -9,16 +9,13 @@
 import fs from 'node:fs';
 import v8 from 'node:v8';
 import pino from 'pino';
-import { CheckService } from '../src/app/check';
-import { CacheFreshness } from '../src/app/freshness';
-import { silentEvents, systemClock, type RecordStore } from '../src/app/ports';
-import { RecordCache } from '../src/app/record-cache';
-import { SecretVerifier } from '../src/app/secret-verifier';
+import { type RecordStore } from '../src/app/ports';
 import { createCheckHandler } from '../src/adapters/grpc/authz-handler';
 import { serializeKeyRecord, serializeUserRecord } from '../src/core/records';
 import { formatToken } from '../src/core/token';
 import { createLogger } from '../src/observability/logger';
 import { Metrics } from '../src/observability/metrics';
+import { inMemoryCheckService } from './in-memory-service';
 import { BENCH_VAULT, checkRequestBytes, randomBase62 } from './envoy-request';
 
 const HASH = '$2b$04$' + 'a'.repeat(53);
@@ -65,25 +62,11 @@ async function main(): Promise<void> {
     getUser: async (id) => users.get(id) ?? null,
     getSequence: async () => 1,
   };
-  const cache = new RecordCache(store, silentEvents, {
+  const { service, cache } = await inMemoryCheckService(store, async () => true, {
     maxKeys: n,
-    maxUsers: n,
-    maxStalenessMs: 3_600_000,
-  });
-  const freshness = new CacheFreshness(store, cache, { trustChanged: () => {}, eventApplied: () => {} });
-  await freshness.reconcile('probe');
-  const verifier = new SecretVerifier(async () => true, silentEvents, {
     concurrency: 2,
     queue: 1_000_000,
-    maxKeys: n,
     maxWaitMs: 1e9,
-  });
-  const service = new CheckService({
-    cache,
-    freshness,
-    verifier,
-    clock: systemClock,
-    policy: { trustedProxies: [], openPaths: [] },
   });
   const devNull = pino.destination({ dest: fs.openSync('/dev/null', 'w'), sync: true });
   const handler = createCheckHandler(service, createLogger('warn', devNull), new Metrics(), () => undefined);

@@ -14,6 +14,7 @@ import { authorizationService, CHECK_METHOD_PATH } from '../../src/adapters/grpc
 import { MAX_MESSAGE_BYTES } from '../../src/adapters/grpc/h2-grpc-server';
 import {
   checkRequestBytes,
+  grpcFrame,
   decodeCheckResponse,
   envoyRequest,
   type EnvoyRequestOptions,
@@ -49,14 +50,6 @@ afterAll(async () => {
 const address = () => `127.0.0.1:${h.sidecar.grpcPort}`;
 const requestBytes = (options: EnvoyRequestOptions = {}) =>
   checkRequestBytes(envoyRequest({ authorization: `Bearer ${key.token}`, path: ALPHA, ...options }));
-
-function grpcFrame(message: Buffer, compressed = false): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out[0] = compressed ? 1 : 0;
-  out.writeUInt32BE(message.length, 1);
-  message.copy(out, 5);
-  return out;
-}
 
 interface RawAnswer {
   status: number;

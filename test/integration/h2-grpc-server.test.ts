@@ -13,6 +13,7 @@ import {
   type UnaryCall,
 } from '../../src/adapters/grpc/h2-grpc-server';
 import { addHealthService, Health } from '../../src/adapters/grpc/health-service';
+import { grpcFrame as frame } from '../support/check-client';
 import { waitFor } from '../support/fixtures';
 import { sleep } from '../support/faults';
 
@@ -48,14 +49,6 @@ function connect(port: number): http2.ClientHttp2Session {
   session.on('error', () => undefined);
   sessions.push(session);
   return session;
-}
-
-function frame(message: Buffer, compressed = false): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out[0] = compressed ? 1 : 0;
-  out.writeUInt32BE(message.length, 1);
-  message.copy(out, 5);
-  return out;
 }
 
 interface Answer {

@@ -45,6 +45,15 @@ export function checkRequestBytes(object: Record<string, unknown>): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/** One gRPC length-prefixed message (flag byte, 4-byte big-endian length, bytes), as it travels in DATA frames. */
+export function grpcFrame(message: Buffer, compressed = false): Buffer {
+  const out = Buffer.alloc(5 + message.length);
+  out[0] = compressed ? 1 : 0;
+  out.writeUInt32BE(message.length, 1);
+  message.copy(out, 5);
+  return out;
+}
+
 export function decodeCheckResponse(bytes: Uint8Array): DecodedCheckResponse {
   return CheckResponseType.toObject(CheckResponseType.decode(bytes), RESPONSE_OBJECT_OPTIONS);
 }
