@@ -88,14 +88,19 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     policy: { trustedProxies: config.trustedProxies, openPaths: config.openPaths },
   });
 
-  watchCommandConnection(redis, health, logger, () => freshness.forgetSequence());
+  let subscriber: EventSubscriber | null = null;
+  watchCommandConnection(redis, health, logger, () => {
+    freshness.forgetSequence();
+    // The subscriber's reconcile reads through this connection: let it run now rather than at its next heartbeat.
+    setImmediate(() => subscriber?.storeReady());
+  });
   redis.connect().catch(() => {
     // Reported through 'error'; ioredis keeps reconnecting and health stays NOT_SERVING meanwhile.
   });
 
   const subscriberRedis = createRedis(config.redis, 'subscriber');
   const stopRevivingSubscriber = reviveAfterEnd(subscriberRedis, revived('subscriber'));
-  const subscriber = new EventSubscriber(
+  subscriber = new EventSubscriber(
     subscriberRedis,
     freshness,
     {

@@ -102,6 +102,29 @@ describe('a running sidecar', () => {
   });
 });
 
+describe('startup', () => {
+  it('trusts its cache as soon as Redis answers, with no warning, even with a slow heartbeat', async () => {
+    const started = Date.now();
+    const sidecar = await spawnSidecar({ REDIS_URL: redis.url, FORTARY_HEARTBEAT_MS: '10000' });
+    // The subscriber's reconcile reads through the command connection, which is often ready later; without the
+    // nudge when it becomes ready, the first reconcile waited a whole heartbeat after a warning.
+    await waitFor(() => sidecar.output().includes('"cache trusted"'), 5000, 20).catch(
+      async (error: unknown) => {
+        await sidecar.stop('SIGKILL');
+        throw error;
+      },
+    );
+    expect(Date.now() - started).toBeLessThan(5000);
+    const lines = sidecar
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { level: string; msg: string });
+    expect(lines.filter((line) => line.level !== 'info').map((line) => line.msg)).toEqual([]);
+    expect(await sidecar.stop()).toBe(0);
+  });
+});
+
 describe('draining', () => {
   it('on SIGTERM reports NOT_SERVING, finishes the check in flight, then exits 0', async () => {
     // A cost-13 hash keeps the first check busy in bcrypt for a few hundred milliseconds.

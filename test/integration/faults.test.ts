@@ -308,6 +308,52 @@ describe('lost and missed events', () => {
   });
 });
 
+describe('startup order', () => {
+  /** A subscriber whose reconcile reads through a command connection that is not connected yet. */
+  async function startupRace() {
+    const redis = await redisServer();
+    const config = testConfig(redis.url);
+    const command = createRedis(config.redis, 'command');
+    const subscriberRedis = createRedis(config.redis, 'subscriber');
+    command.on('error', () => {});
+    const store = new RedisRecordStore(command);
+    const cache = new RecordCache(store, silentEvents, { maxKeys: 10, maxUsers: 10, maxStalenessMs: 60_000 });
+    const freshness = new CacheFreshness(store, cache, { trustChanged: () => {}, eventApplied: () => {} });
+    const warnings: string[] = [];
+    const subscriber = new EventSubscriber(
+      subscriberRedis,
+      freshness,
+      { connected: () => {}, event: () => {}, warn: (message) => warnings.push(message) },
+      // A heartbeat far longer than the test: only storeReady() can bring the retry forward.
+      { heartbeatMs: 60_000 },
+    );
+    cleanups.push(() => command.quit().catch(() => command.disconnect()));
+    cleanups.push(() => subscriber.close());
+    subscriber.start();
+    // The subscriber's first reconcile fails: the command connection is not up yet.
+    await waitFor(() => subscriberRedis.status === 'ready', 2000);
+    await sleep(100);
+    expect(freshness.trusted).toBe(false);
+    // (The failed GET itself started the lazy command connection, as the sidecar's own connect() would.)
+    if (command.status === 'wait') await command.connect();
+    await waitFor(() => command.status === 'ready', 2000);
+    return { subscriber, freshness, warnings };
+  }
+
+  it('the first reconcile failing because the command connection is not up yet is retried as soon as it is, without a warning', async () => {
+    const { subscriber, freshness, warnings } = await startupRace();
+    subscriber.storeReady();
+    await waitFor(() => freshness.trusted, 1000);
+    expect(warnings).toEqual([]);
+  });
+
+  it('without that nudge the cache would stay untrusted until the next heartbeat', async () => {
+    const { freshness } = await startupRace();
+    await sleep(500);
+    expect(freshness.trusted).toBe(false);
+  });
+});
+
 describe('Redis outages', () => {
   it('Redis killed under load and restarted (AOF keeps the data): 503 meanwhile, never a revoked key, healed ≤ 2 s after the restart', async () => {
     const redis = await redisServer(['--appendonly', 'yes', '--appendfsync', 'always']);

@@ -31,6 +31,8 @@ export class EventSubscriber {
   private connection = 0;
   private closed = false;
   private subscribedOnce = false;
+  /** Reconciles that failed before the first one succeeded (the first is the usual startup race). */
+  private startupFailures = 0;
 
   constructor(
     private readonly redis: Redis,
@@ -88,13 +90,23 @@ export class EventSubscriber {
         this.subscribeAgain = true;
       }
     } catch (error) {
-      this.hooks.warn('event subscription not reconciled; retrying', { error: describeRedisError(error) });
+      // At startup this connection is often ready before the command connection the reconcile reads through;
+      // storeReady() retries as soon as that one is up, so only a failure beyond that first one is news.
+      if (this.subscribedOnce || ++this.startupFailures > 1) {
+        this.hooks.warn('event subscription not reconciled; retrying', { error: describeRedisError(error) });
+      }
       this.freshness.distrust('reconcile failed');
-      // Retry on the next heartbeat rather than spinning.
+      // Retry on the next heartbeat (or storeReady) rather than spinning.
     } finally {
       this.reconciling = false;
     }
     if (this.subscribeAgain && !this.closed && this.redis.status === 'ready') void this.subscribe();
+  }
+
+  /** The command connection became ready: an unreconciled subscription is reconciled now, not at the next heartbeat. */
+  storeReady(): void {
+    if (this.closed || this.freshness.trusted || this.reconciling || this.redis.status !== 'ready') return;
+    void this.subscribe();
   }
 
   private onMessage(channel: string, message: string): void {
