@@ -20,6 +20,7 @@ import {
   subscriberIds,
   tally,
   type Answer,
+  type CheckLoop,
 } from '../support/faults';
 import { MASTER_NAME, startSentinels, type SentinelDeployment } from '../support/sentinel';
 import { startHarness, type Harness } from '../support/sidecar-harness';
@@ -141,6 +142,31 @@ async function assertRevocationsHeld(
   return lost;
 }
 
+/**
+ * After Sentinel has switched to `newMaster`: the sidecar must follow within the recovery bound, the revocations
+ * issued meanwhile must land, and each key of `s.after` must be denied within the revoke bound of its
+ * acknowledgement. Returns the resync point and every answer the check loop saw.
+ */
+async function afterSwitch(
+  s: Scenario,
+  newMaster: Redis,
+  loop: CheckLoop,
+  revoking: Promise<void>,
+  acked: Map<string, number>,
+): Promise<{ resyncedAt: number; answers: Answer[] }> {
+  const switchedAt = Date.now();
+  const resyncedAt = await sidecarOn(newMaster, 5000);
+  expect(resyncedAt - switchedAt).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+  await revoking;
+  for (const key of s.after) {
+    const ackedAt = await revokeAcknowledged(s.writer, key.keyId);
+    acked.set(key.keyId, ackedAt);
+    await firstDenial(s.h.client, key.token, ackedAt, REVOKE_BOUND_MS, ['key_revoked']);
+  }
+  await sleep(200);
+  return { resyncedAt, answers: await loop.stop() };
+}
+
 describe('Redis Sentinel failover', () => {
   it('SENTINEL FAILOVER with revocations before, during and after: the sidecar follows the new master within 2 s and denies every revocation it holds', async () => {
     const s = await scenario(1);
@@ -156,18 +182,7 @@ describe('Redis Sentinel failover', () => {
 
     await s.dep.sentinel().call('SENTINEL', 'FAILOVER', MASTER_NAME);
     await s.dep.waitForMaster(s.dep.replica.port, 10_000);
-    const switchedAt = Date.now();
-    const resyncedAt = await sidecarOn(newMaster, 5000);
-    expect(resyncedAt - switchedAt).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
-    await revoking;
-
-    for (const key of s.after) {
-      const ackedAt = await revokeAcknowledged(s.writer, key.keyId);
-      acked.set(key.keyId, ackedAt);
-      await firstDenial(s.h.client, key.token, ackedAt, REVOKE_BOUND_MS, ['key_revoked']);
-    }
-    await sleep(200);
-    const answers = await loop.stop();
+    const { resyncedAt, answers } = await afterSwitch(s, newMaster, loop, revoking, acked);
     await assertRevocationsHeld(s, newMaster, answers, acked, resyncedAt);
     expect((await checkToken(s.h.client, s.valid.token)).reason).toBe('allowed');
     expect(
@@ -199,17 +214,7 @@ describe('Redis Sentinel failover', () => {
     const revoking = revokeThroughout(s.writer, s.during, acked);
 
     await s.dep.waitForMaster(s.dep.replica.port, 15_000);
-    const switchedAt = Date.now();
-    const resyncedAt = await sidecarOn(newMaster, 5000);
-    expect(resyncedAt - switchedAt).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
-    await revoking;
-    for (const key of s.after) {
-      const ackedAt = await revokeAcknowledged(s.writer, key.keyId);
-      acked.set(key.keyId, ackedAt);
-      await firstDenial(s.h.client, key.token, ackedAt, REVOKE_BOUND_MS, ['key_revoked']);
-    }
-    await sleep(200);
-    const answers = await loop.stop();
+    const { resyncedAt, answers } = await afterSwitch(s, newMaster, loop, revoking, acked);
 
     // Every revocation during the outage was acknowledged by the new master: none may be lost.
     expect(await assertRevocationsHeld(s, newMaster, answers, acked, resyncedAt)).toBe(0);
