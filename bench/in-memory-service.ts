@@ -20,7 +20,12 @@ export async function inMemoryCheckService(
   });
   const freshness = new CacheFreshness(store, cache, { trustChanged: () => {}, eventApplied: () => {} });
   await freshness.reconcile('bench');
-  const verifier = new SecretVerifier(compare, silentEvents, { concurrency: 1, queue: 1, ...options });
+  const verifier = new SecretVerifier(compare, silentEvents, {
+    concurrency: 1,
+    queue: 1,
+    digests: cache.digests,
+    ...options,
+  });
   const service = new CheckService({
     cache,
     freshness,

@@ -78,6 +78,7 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
       concurrency: config.bcrypt.concurrency,
       queue: config.bcrypt.queue,
       maxKeys: config.cache.maxKeys,
+      digests: cache.digests,
     },
   );
   const check = new CheckService({

@@ -4,13 +4,16 @@
  * Freshness rules (docs/propagation.md):
  * - entries live at most `maxStalenessMs` (role changes without an event are bounded by it);
  * - events invalidate single entries; a gap in the event sequence flushes everything;
- * - a load that was in flight while an invalidation happened is used for its own request but never cached, so a
- *   revocation cannot be overwritten by the stale read that raced it.
+ * - a load that was in flight while an invalidation happened is used for its own request but never served from
+ *   the cache, so a revocation cannot be overwritten by the stale read that raced it.
+ * Valid key records live in a KeyTable together with their verified digests (which outlive a record's freshness);
+ * unknown and corrupt key ids live in a small LRU of their own, so a flood of random key ids cannot evict them.
  */
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { compileKey, compileUser, type CompiledKey, type CompiledUser, type Sharing } from '../core/decide';
 import { parseKeyRecord, parseUserRecord } from '../core/records';
+import { KeyTable, type VerifiedDigests } from './key-table';
 import { WrongType, type AppEvents, type RecordStore } from './ports';
 
 export type KeyEntry = { kind: 'key'; key: CompiledKey } | { kind: 'missing' } | { kind: 'invalid' };
@@ -29,8 +32,15 @@ interface InFlight<T> {
   promise: Promise<T>;
 }
 
+const MISSING = Object.freeze({ kind: 'missing' } as const);
+const INVALID = Object.freeze({ kind: 'invalid' } as const);
+/** Negative answers are short-lived and re-read cheaply; this only has to absorb a burst. */
+const MAX_NEGATIVE_KEYS = 10_000;
+
 export class RecordCache {
-  private readonly keys: LRUCache<string, KeyEntry>;
+  private readonly keys: KeyTable;
+  private readonly unusableKeys: LRUCache<string, KeyEntry>;
+  private readonly ttl: number;
   private readonly users: LRUCache<string, UserEntry>;
   private readonly keyLoads = new Map<string, InFlight<KeyEntry>>();
   private readonly userLoads = new Map<string, InFlight<UserEntry>>();
@@ -47,19 +57,28 @@ export class RecordCache {
     options: RecordCacheOptions,
   ) {
     const ttl = options.maxStalenessMs;
+    this.ttl = ttl;
     this.missingTtlMs = Math.min(options.missingTtlMs ?? 5000, ttl);
+    this.keys = new KeyTable(options.maxKeys);
     // ttlAutopurge off: expiry is checked on read, which is all correctness needs and costs no timers.
-    this.keys = new LRUCache({ max: options.maxKeys, ttl, updateAgeOnGet: false });
+    this.unusableKeys = new LRUCache({ max: Math.min(options.maxKeys, MAX_NEGATIVE_KEYS), ttl });
     this.users = new LRUCache({ max: options.maxUsers, ttl, updateAgeOnGet: false });
   }
 
   get size(): { keys: number; users: number } {
-    return { keys: this.keys.size, users: this.users.size };
+    return { keys: this.keys.size + this.unusableKeys.size, users: this.users.size };
+  }
+
+  /** Verified token digests, kept beside the key records (the SecretVerifier's memory). */
+  get digests(): VerifiedDigests {
+    return this.keys;
   }
 
   /** A cached key entry, or undefined on a miss (the caller then awaits loadKey). */
   peekKey(keyId: string): KeyEntry | undefined {
-    const entry = this.keys.get(keyId);
+    const key = this.keys.get(keyId, performance.now());
+    const entry: KeyEntry | undefined =
+      key !== undefined ? { kind: 'key', key } : this.unusableKeys.get(keyId);
     this.events.cacheLookup('key', entry !== undefined);
     return entry;
   }
@@ -76,7 +95,7 @@ export class RecordCache {
       keyId,
       async () => {
         const fields = await this.store.getKey(keyId);
-        if (fields === null) return { kind: 'missing' } as const;
+        if (fields === null) return MISSING;
         if (fields instanceof WrongType)
           return this.invalid(
             'key',
@@ -90,7 +109,7 @@ export class RecordCache {
         this.repaired('key', keyId);
         return { kind: 'key', key: compileKey(parsed.value, this.sharing) } as const;
       },
-      (entry, generation) => this.store_(this.keys, keyId, entry, generation),
+      (entry, generation) => this.storeKey(keyId, entry, generation),
     );
   }
 
@@ -119,7 +138,8 @@ export class RecordCache {
 
   invalidateKey(keyId: string): void {
     this.generation++;
-    this.keys.delete(keyId);
+    this.keys.invalidate(keyId);
+    this.unusableKeys.delete(keyId);
     this.keyLoads.delete(keyId);
   }
 
@@ -128,14 +148,13 @@ export class RecordCache {
     this.generation++;
     this.users.delete(userId);
     this.userLoads.delete(userId);
-    for (const [keyId, entry] of this.keys.entries()) {
-      if (entry.kind === 'key' && entry.key.userId === userId) this.keys.delete(keyId);
-    }
+    this.keys.invalidateOwner(userId);
   }
 
   flushAll(cause: string): void {
     this.generation++;
-    this.keys.clear();
+    this.keys.invalidateAll();
+    this.unusableKeys.clear();
     this.users.clear();
     this.keyLoads.clear();
     this.userLoads.clear();
@@ -167,6 +186,18 @@ export class RecordCache {
     return promise;
   }
 
+  private storeKey(keyId: string, entry: KeyEntry, generation: number): void {
+    const current = generation === this.generation;
+    if (entry.kind === 'key') {
+      if (current) this.unusableKeys.delete(keyId);
+      this.keys.set(keyId, entry.key, performance.now() + this.ttl, current);
+      return;
+    }
+    if (!current) return;
+    this.keys.delete(keyId);
+    this.unusableKeys.set(keyId, entry, entry.kind === 'missing' ? { ttl: this.missingTtlMs } : undefined);
+  }
+
   private store_<T extends { kind: string }>(
     cache: LRUCache<string, T>,
     id: string,
@@ -183,7 +214,7 @@ export class RecordCache {
       this.reported.set(`${kind}:${id}`, fingerprint);
       this.events.recordInvalid(kind, id, error);
     }
-    return { kind: 'invalid' };
+    return INVALID;
   }
 
   /** A valid load ends the corrupt streak: corrupting the record again, even into the same bytes, logs again. */

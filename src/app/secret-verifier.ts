@@ -17,6 +17,7 @@
  */
 import { createHmac, hash as oneShotHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { VerifiedDigests } from './key-table';
 import type { MaybePromise } from './maybe-async';
 import type { AppEvents, SecretCompare } from './ports';
 
@@ -33,15 +34,11 @@ export interface SecretVerifierOptions {
   perKeyLimit?: number;
   /** Milliseconds, monotonic (tests inject one). */
   now?: () => number;
+  /** Where verified digests are kept: the sidecar passes its RecordCache's (digests beside records). */
+  digests?: VerifiedDigests;
 }
 
 export const DEFAULT_BCRYPT_MAX_WAIT_MS = 100;
-
-interface Verified {
-  hash: string;
-  /** HMAC-SHA-256 of the token, 32 bytes as a one-byte string (compact in the cache, usable in map keys). */
-  digest: string;
-}
 
 /**
  * HMAC-SHA-256 (RFC 2104) under a fixed key, computed as two one-shot hashes over preallocated buffers:
@@ -92,9 +89,28 @@ function digestsEqual(a: string, b: string): boolean {
   return timingSafeEqual(scratchA, scratchB);
 }
 
+/** A standalone verifier's own digest memory (unit tests, tools); the sidecar keeps digests in its KeyTable. */
+class LruDigests implements VerifiedDigests {
+  private readonly entries: LRUCache<string, { hash: string; digest: string }>;
+
+  constructor(max: number) {
+    this.entries = new LRUCache({ max });
+  }
+
+  checkDigest(keyId: string, hash: string, digest: string): 'ok' | 'mismatch' | undefined {
+    const known = this.entries.get(keyId);
+    if (known === undefined || known.hash !== hash) return undefined;
+    return digestsEqual(known.digest, digest) ? 'ok' : 'mismatch';
+  }
+
+  rememberDigest(keyId: string, hash: string, digest: string): void {
+    this.entries.set(keyId, { hash, digest });
+  }
+}
+
 export class SecretVerifier {
   private readonly hmac = new KeyedDigest(randomBytes(32));
-  private readonly verified: LRUCache<string, Verified>;
+  private readonly digests: VerifiedDigests;
   private readonly rejected: LRUCache<string, true>;
   private readonly inFlight = new Map<string, Promise<Verification>>();
   private readonly waiting: Array<() => void> = [];
@@ -112,7 +128,7 @@ export class SecretVerifier {
     private readonly events: AppEvents,
     private readonly options: SecretVerifierOptions,
   ) {
-    this.verified = new LRUCache({ max: options.maxKeys });
+    this.digests = options.digests ?? new LruDigests(options.maxKeys);
     this.rejected = new LRUCache({ max: options.maxRejected ?? 10_000 });
     this.maxWaitMs = options.maxWaitMs ?? DEFAULT_BCRYPT_MAX_WAIT_MS;
     this.perKeyLimit = options.perKeyLimit ?? 1;
@@ -121,10 +137,8 @@ export class SecretVerifier {
 
   verify(keyId: string, token: string, hash: string): MaybePromise<Verification> {
     const digest = this.hmac.digest(token);
-    const known = this.verified.get(keyId);
-    if (known !== undefined && known.hash === hash) {
-      return digestsEqual(known.digest, digest) ? 'ok' : 'mismatch';
-    }
+    const known = this.digests.checkDigest(keyId, hash, digest);
+    if (known !== undefined) return known;
     // The digest is keyed with a secret key, so using it as a map key leaks nothing about the token. Key id and
     // bcrypt hash have fixed lengths, so the composite key is unambiguous.
     const attempt = `${keyId}\0${hash}\0${digest}`;
@@ -146,7 +160,7 @@ export class SecretVerifier {
         this.events.bcryptRejected();
         return 'overloaded';
       }
-      if (result) this.verified.set(keyId, { hash, digest });
+      if (result) this.digests.rememberDigest(keyId, hash, digest);
       else this.rejected.set(attempt, true);
       return result ? 'ok' : 'mismatch';
     });
@@ -162,11 +176,6 @@ export class SecretVerifier {
     // The bcrypts ahead finish `concurrency` at a time; this one starts when its round comes up.
     const rounds = Math.ceil((this.waiting.length + 1) / concurrency);
     return rounds * this.averageMs <= this.maxWaitMs;
-  }
-
-  /** Forgets a key's verified digest (not needed for correctness: the hash is compared too). */
-  forget(keyId: string): void {
-    this.verified.delete(keyId);
   }
 
   /** The compare's answer, or 'expired' when the request waited longer than maxWaitMs for a slot. */
