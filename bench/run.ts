@@ -839,6 +839,7 @@ async function memory(bench: Bench, redisUrl: string, admin: Redis): Promise<voi
   const sidecar = await startSidecar(redisUrl, {
     logFile: bench.options.logFile,
     env: { ...memoryEnv, ...bench.options.sidecarEnv },
+    nodeArgs: bench.options.nodeArgs,
     ...(bench.options.sidecarMain ? { main: bench.options.sidecarMain } : {}),
   });
   try {
