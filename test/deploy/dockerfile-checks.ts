@@ -129,7 +129,6 @@ export function checkDockerfile(text: string): string[] {
   const copied = final.filter((i) => i.keyword === 'COPY').map((i) => i.args);
   for (const [what, pattern] of [
     ['dist/ from the build stage', /--from=\S+\s+\S*dist\b/],
-    ['proto/', /(^|\s)\.?\/?proto\/?\s/],
     ['package.json', /(^|\s)package\.json\s/],
   ] as const) {
     if (!copied.some((c) => pattern.test(c))) problems.push(`the runtime stage must COPY ${what}`);

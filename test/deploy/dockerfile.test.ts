@@ -80,7 +80,6 @@ describe('Dockerfile', () => {
     ],
     ['health check in the image', edit('HEALTHCHECK NONE', 'HEALTHCHECK CMD node -e 1'), /HEALTHCHECK/],
     ['port not exposed', edit('EXPOSE 9191 9192 9464', 'EXPOSE 9191'), /EXPOSE 9192 is missing/],
-    ['proto not copied', edit('COPY proto ./proto\n', ''), /COPY proto/],
   ];
 
   it.each(breakages)('catches: %s', (_name, broken, expected) => {

@@ -8,89 +8,86 @@
  *   every denial encoding is built and verified once at module load, so a bad table entry fails at startup.
  * - Identity headers are sent with `append: {value: false}` AND `append_action: OVERWRITE_IF_EXISTS_OR_ADD`,
  *   and are never listed in `headers_to_remove` (removal runs after the set).
- * - Note for object-built responses: `google.protobuf.Value` comes from protobufjs' bundled well-known types,
- *   whose field names are camelCase (`stringValue`) even with keepCase; `string_value` is silently dropped.
  *
- * Denials are built with protobufjs from the vendored protos once, at load. The parts that vary per call (the
- * allow, and dynamic metadata with ids) are written by the small wire writer below; the tests pin its output
- * to protobufjs' encoding of the same object, byte for byte.
+ * Every answer is written by the small wire writer below (field numbers from the vendored protos:
+ * external_auth.proto, base.proto, http_status.proto, struct.proto, status.proto); the unit tests pin its output to
+ * protobufjs' encoding of the same object, byte for byte. protobufjs is not loaded at run time: parsing the
+ * vendored protos cost the process ~4 MiB of resident memory for answers that are fixed at startup.
  *
  * Returned Buffers are shared between calls: never mutate them.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { Root, type Type } from 'protobufjs';
 import { DENY_REASONS, outcomeFor, type DenyReason, type Outcome } from '../../core/outcome';
 
 export const KEY_ID_HEADER = 'x-fortary-key-id';
 export const USER_ID_HEADER = 'x-fortary-user-id';
 
-const EXTERNAL_AUTH_PROTO = 'envoy/service/auth/v3/external_auth.proto';
 /** envoy.config.core.v3.HeaderValueOption.HeaderAppendAction */
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
 
-/** The repository root: the nearest ancestor of this file holding package.json and the vendored protos. */
-function repoRoot(): string {
-  let dir = __dirname;
-  for (;;) {
-    if (
-      fs.existsSync(path.join(dir, 'package.json')) &&
-      fs.existsSync(path.join(dir, 'proto', EXTERNAL_AUTH_PROTO))
-    ) {
-      return dir;
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir)
-      throw new Error(`no repository root with proto/${EXTERNAL_AUTH_PROTO} above ${__dirname}`);
-    dir = parent;
-  }
-}
-
-function loadCheckResponseType(): Type {
-  const protoDir = path.join(repoRoot(), 'proto');
-  const root = new Root();
-  // google/protobuf/* imports are served from protobufjs' bundled well-known types before this is consulted.
-  root.resolvePath = (_origin, target) => path.resolve(protoDir, target);
-  root.loadSync(EXTERNAL_AUTH_PROTO, { keepCase: true });
-  root.resolveAll();
-  return root.lookupType('envoy.service.auth.v3.CheckResponse');
-}
-
-const CheckResponse = loadCheckResponseType();
-
-type Json = Record<string, unknown>;
-
-/** Encodes into an exact-size buffer of its own, so a memoised answer never pins a shared pool slab. */
-function encode(object: Json): Buffer {
-  const bytes = CheckResponse.encode(CheckResponse.fromObject(object)).finish();
-  const out = Buffer.allocUnsafeSlow(bytes.length);
-  out.set(bytes);
-  return out;
-}
-
 /**
- * The guard: decodes what we are about to hand out and refuses anything Envoy would treat as an accidental
- * allow (no status, or status 0 without ok_response or with a denial). Runs on cold paths only.
+ * The guard: reads the top level of what we are about to hand out and refuses anything Envoy would treat as an
+ * accidental allow (status not first, a non-zero code on an allow, code 0 on a denial, or the wrong
+ * http_response). Runs at load and on cold paths only. Later occurrences win, as in any protobuf reader.
  */
-function verified(bytes: Buffer, expectAllow: boolean): Buffer {
-  const decoded = CheckResponse.toObject(CheckResponse.decode(bytes), { defaults: false, oneofs: true }) as {
-    status?: { code?: number };
-    http_response?: string;
-  };
-  const code = decoded.status?.code ?? 0;
+export function guardCheckResponse(bytes: Buffer, expectAllow: boolean): Buffer {
+  let code: number | undefined;
+  let httpResponse: 'denied_response' | 'ok_response' | undefined;
+  let at = 0;
+  while (at < bytes.length) {
+    const [tag, afterTag] = readVarint(bytes, at);
+    if ((tag & 7) !== 2) throw new Error('CheckResponse guard: unexpected wire type');
+    const [length, start] = readVarint(bytes, afterTag);
+    const end = start + length;
+    if (end > bytes.length) throw new Error('CheckResponse guard: truncated field');
+    const field = Math.floor(tag / 8);
+    if (field === 1) code = statusCode(bytes.subarray(start, end));
+    else if (field === 2) httpResponse = 'denied_response';
+    else if (field === 3) httpResponse = 'ok_response';
+    at = end;
+  }
   const ok =
     bytes[0] === 0x0a &&
-    decoded.status !== undefined &&
+    code !== undefined &&
     (expectAllow
-      ? code === 0 && decoded.http_response === 'ok_response'
-      : code !== 0 && decoded.http_response === 'denied_response');
+      ? code === 0 && httpResponse === 'ok_response'
+      : code !== 0 && httpResponse === 'denied_response');
   if (!ok)
     throw new Error(`refusing to emit a CheckResponse that does not say ${expectAllow ? 'allow' : 'deny'}`);
   return bytes;
 }
 
-// ---- wire writer for the per-call parts (field numbers: external_auth.proto, base.proto, struct.proto) ----
+/** google.rpc.Status.code (field 1, varint) of an encoded Status; 0 when absent, as protobuf reads it. */
+function statusCode(status: Buffer): number {
+  let code = 0;
+  let at = 0;
+  while (at < status.length) {
+    const [tag, afterTag] = readVarint(status, at);
+    const wireType = tag & 7;
+    if (wireType === 0) {
+      const [value, next] = readVarint(status, afterTag);
+      if (tag === 0x08) code = value;
+      at = next;
+    } else if (wireType === 2) {
+      const [length, start] = readVarint(status, afterTag);
+      at = start + length;
+    } else throw new Error('CheckResponse guard: unexpected wire type in status');
+  }
+  if (at !== status.length) throw new Error('CheckResponse guard: truncated status');
+  return code;
+}
+
+function readVarint(bytes: Buffer, at: number): [number, number] {
+  let value = 0;
+  for (let shift = 1; at < bytes.length && shift < 2 ** 35; shift *= 128) {
+    const byte = bytes[at++] as number;
+    value += (byte & 0x7f) * shift;
+    if (byte < 0x80) return [value, at];
+  }
+  throw new Error('CheckResponse guard: bad varint');
+}
+
+// ---- wire writer ----
 
 function varintLength(n: number): number {
   let length = 1;
@@ -287,7 +284,7 @@ const ALLOW_METADATA_PREFIX_SIZE =
   metadataEntrySize('decision'.length, 5) + metadataEntrySize('reason'.length, 7);
 
 // The full decoding guard, once: an allow built by the code above says allow to protobufjs.
-verified(encodeAllow('AAAAAAAAAAAA', 'load-check-user', ['x-api-key']), true);
+guardCheckResponse(encodeAllow('AAAAAAAAAAAA', 'load-check-user', ['x-api-key']), true);
 
 function checkedOutcome(reason: DenyReason): Outcome {
   const outcome = outcomeFor(reason);
@@ -300,32 +297,62 @@ function checkedOutcome(reason: DenyReason): Outcome {
   return outcome;
 }
 
-const deniedHeader = (key: string, value: string): Json => ({
-  header: { key, value },
-  append: { value: false },
-});
-
 function wwwAuthenticate(bearerError: NonNullable<Outcome['bearerError']>): string {
   // No error_description: the public messages contain '"', which RFC 6750 §3 does not allow there.
   return bearerError === '' ? 'Bearer realm="fortary"' : `Bearer realm="fortary", error="${bearerError}"`;
 }
 
-/** Fields 1 (status) and 2 (denied_response) of a denial. */
-function denialObject(outcome: Outcome): Json {
+/** A length-delimited field: tag, length, payload. */
+function lengthDelimited(tag: number, payload: Buffer): Buffer {
+  const length = Buffer.alloc(varintLength(payload.length));
+  writeVarint(length, 0, payload.length);
+  return Buffer.concat([Buffer.from([tag]), length, payload]);
+}
+
+const varintField = (tag: number, value: number): Buffer => {
+  const out = Buffer.alloc(1 + varintLength(value));
+  writeVarint(out, 1, value);
+  out[0] = tag;
+  return out;
+};
+const stringField = (tag: number, value: string): Buffer => lengthDelimited(tag, Buffer.from(value, 'utf8'));
+
+/** DeniedHttpResponse.headers (2): HeaderValueOption{header (1): {key, value}, append (2): {value: false}}. */
+const deniedHeader = (key: string, value: string): Buffer =>
+  lengthDelimited(
+    0x12,
+    Buffer.concat([
+      lengthDelimited(0x0a, Buffer.concat([stringField(0x0a, key), stringField(0x12, value)])),
+      Buffer.from([0x12, 0x02, 0x08, 0x00]),
+    ]),
+  );
+
+/** Fields 1 (status {code, message}) and 2 (denied_response {status, headers, body}) of a denial. */
+function denialHead(outcome: Outcome): Buffer {
   const headers = [
     deniedHeader('content-type', 'application/json'),
     deniedHeader('cache-control', 'no-store'),
   ];
   if (outcome.bearerError !== undefined)
     headers.push(deniedHeader('www-authenticate', wwwAuthenticate(outcome.bearerError)));
-  return {
-    status: { code: outcome.grpcCode, message: outcome.publicCode },
-    denied_response: {
-      status: { code: outcome.httpStatus },
-      headers,
-      body: JSON.stringify({ error: { code: outcome.publicCode, message: outcome.publicMessage } }),
-    },
-  };
+  const body = JSON.stringify({ error: { code: outcome.publicCode, message: outcome.publicMessage } });
+  const bytes = Buffer.concat([
+    lengthDelimited(
+      0x0a,
+      Buffer.concat([varintField(0x08, outcome.grpcCode), stringField(0x12, outcome.publicCode)]),
+    ),
+    lengthDelimited(
+      0x12,
+      Buffer.concat([
+        lengthDelimited(0x0a, varintField(0x08, outcome.httpStatus)),
+        ...headers,
+        stringField(0x1a, body),
+      ]),
+    ),
+  ]);
+  const own = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(own);
+  return own;
 }
 
 /** `prefix` (fields 1, 2 of a denial) followed by its dynamic metadata. */
@@ -356,11 +383,11 @@ interface Denial {
 const denials = new Map<DenyReason, Denial>(
   DENY_REASONS.map((reason) => {
     const outcome = checkedOutcome(reason);
-    const head = verified(encode(denialObject(outcome)), false);
+    const head = guardCheckResponse(denialHead(outcome), false);
     const whole = denialWithMetadata(head, reason, outcome);
     const bytes = Buffer.allocUnsafeSlow(whole.length);
     whole.copy(bytes);
-    return [reason, { bytes: verified(bytes, false), head, outcome }];
+    return [reason, { bytes: guardCheckResponse(bytes, false), head, outcome }];
   }),
 );
 

@@ -13,6 +13,7 @@ import {
   encodeDeny,
   KEY_ID_HEADER,
   USER_ID_HEADER,
+  guardCheckResponse,
 } from '../../../src/adapters/grpc/check-response-encoder';
 import { authorizationService, CHECK_METHOD_PATH } from '../../../src/adapters/grpc/service-definition';
 import { DENY_REASONS, GrpcCode, outcomeFor, type DenyReason } from '../../../src/core/outcome';
@@ -432,4 +433,35 @@ test('the proto root resolves the bundled well-known types', () => {
     expect(CheckResponseType.root.lookupType(name).fullName).toBe(`.${name}`);
   }
   expect(path.basename(PROTO_DIR)).toBe('proto');
+});
+
+describe('the emit guard (the last check before any answer leaves)', () => {
+  const status = (code: number) => Buffer.from([0x0a, 0x02, 0x08, code]);
+  const denied = Buffer.from([0x12, 0x00]);
+  const ok = Buffer.from([0x1a, 0x00]);
+
+  it('passes what the encoder emits', () => {
+    for (const reason of DENY_REASONS)
+      expect(guardCheckResponse(encodeDeny(reason, { keyId: 'k' }), false)).toBeDefined();
+    expect(guardCheckResponse(encodeAllow('k', 'u', ['x-a']), true)).toBeDefined();
+  });
+
+  it.each([
+    ['an empty answer', Buffer.alloc(0), true],
+    ['an allow without status', ok, true],
+    ['an allow whose status is not first', Buffer.concat([ok, status(0)]), true],
+    ['an allow with a non-zero code', Buffer.concat([status(7), ok]), true],
+    ['an allow that says denied_response', Buffer.concat([status(0), denied]), true],
+    ['an allow whose last http_response is denied', Buffer.concat([status(0), ok, denied]), true],
+    ['a denial with code 0', Buffer.concat([status(0), denied]), false],
+    ['a denial whose status is empty (code 0)', Buffer.concat([Buffer.from([0x0a, 0x00]), denied]), false],
+    ['a denial whose last status says 0', Buffer.concat([status(7), status(0), denied]), false],
+    ['a denial with ok_response', Buffer.concat([status(7), ok]), false],
+    ['a denial without http_response', status(7), false],
+    ['a truncated field', Buffer.concat([status(7), Buffer.from([0x12, 0x05, 0x00])]), false],
+    ['a varint top-level field', Buffer.concat([status(7), denied, Buffer.from([0x28, 0x01])]), false],
+    ['an unterminated varint', Buffer.concat([status(7), denied, Buffer.from([0x22, 0xff])]), false],
+  ])('refuses %s', (_name, bytes, expectAllow) => {
+    expect(() => guardCheckResponse(bytes, expectAllow)).toThrow(/CheckResponse/);
+  });
 });
