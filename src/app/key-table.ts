@@ -4,7 +4,8 @@
  *
  * Why columns: at 100,000 cached keys, an object per record, per verified digest and per LRU entry cost ~570 heap
  * bytes per key, most of it object headers, boxed numbers and two LRUs' bookkeeping. Here a key costs its Map
- * entry and id string plus ~170 bytes of columns (the bcrypt hash and the digest as raw bytes outside the heap).
+ * entry and id string plus ~200 bytes of columns (the digest as raw bytes outside the heap). The bcrypt hash stays
+ * a string: the warm path hands it on and compares it by reference, where bytes would cost a decode per request.
  *
  * Why the digest lives with the record: the two share one slot, one LRU position and one eviction. A record goes
  * stale (lifetime over, invalidated, cache flushed) without losing its digest, so reloading an unchanged record
@@ -23,7 +24,6 @@ export interface VerifiedDigests {
   rememberDigest(keyId: string, hash: string, digest: string): void;
 }
 
-const HASH_BYTES = 60; // every bcrypt hash records.ts accepts ($2a/$2b/$2y, cost, 53 characters)
 const DIGEST_BYTES = 32;
 const FIRST_CAPACITY = 1024;
 const NONE = -1;
@@ -31,7 +31,6 @@ const NONE = -1;
 const READ_SCOPE = 1;
 const VERIFIED = 2;
 
-const hashScratch = Buffer.alloc(HASH_BYTES);
 const digestA = Buffer.alloc(DIGEST_BYTES);
 const digestB = Buffer.alloc(DIGEST_BYTES);
 
@@ -41,6 +40,7 @@ export class KeyTable implements VerifiedDigests {
   private readonly userIds: (string | undefined)[] = [];
   private readonly vaults: (readonly string[] | undefined)[] = [];
   private readonly ranges: (CidrList | undefined)[] = [];
+  private readonly hashes: (string | undefined)[] = [];
   private state = new Uint8Array(0);
   private epochs = new Uint32Array(0);
   /** performance.now() until which the record may be served; -Infinity once invalidated. */
@@ -50,7 +50,6 @@ export class KeyTable implements VerifiedDigests {
   private revokedAt = new Float64Array(0);
   private prev = new Int32Array(0);
   private next = new Int32Array(0);
-  private hashes = Buffer.alloc(0);
   private digests = Buffer.alloc(0);
   private capacity = 0;
   /** Slots handed out so far; freed ones wait in `free`. */
@@ -84,7 +83,6 @@ export class KeyTable implements VerifiedDigests {
    * leads to can be kept.
    */
   set(keyId: string, key: CompiledKey, freshUntil: number, fresh: boolean): void {
-    if (key.secretHash.length !== HASH_BYTES) return; // cannot happen after parseKeyRecord; never cache it
     let slot = this.index.get(keyId);
     if (slot !== undefined && !fresh) return;
     if (slot === undefined) {
@@ -97,7 +95,7 @@ export class KeyTable implements VerifiedDigests {
       // A new hash means a new secret: the old token's digest must not verify it.
       if (!this.sameHash(slot, key.secretHash)) this.state[slot] = 0;
     }
-    this.hashes.write(key.secretHash, slot * HASH_BYTES, HASH_BYTES, 'latin1');
+    this.hashes[slot] = key.secretHash;
     this.userIds[slot] = key.userId;
     this.vaults[slot] = key.vaults;
     this.ranges[slot] = key.ipRanges;
@@ -153,11 +151,10 @@ export class KeyTable implements VerifiedDigests {
   private view(slot: number): CompiledKey {
     const expiresAt = this.expiresAt[slot] as number;
     const revokedAt = this.revokedAt[slot] as number;
-    const at = slot * HASH_BYTES;
     return {
       id: this.ids[slot] as string,
       userId: this.userIds[slot] as string,
-      secretHash: this.hashes.toString('latin1', at, at + HASH_BYTES),
+      secretHash: this.hashes[slot] as string,
       readScope: ((this.state[slot] as number) & READ_SCOPE) !== 0,
       vaults: this.vaults[slot] as readonly string[],
       ipRanges: this.ranges[slot] as CidrList,
@@ -167,10 +164,7 @@ export class KeyTable implements VerifiedDigests {
   }
 
   private sameHash(slot: number, hash: string): boolean {
-    if (hash.length !== HASH_BYTES) return false;
-    hashScratch.write(hash, 0, HASH_BYTES, 'latin1');
-    const at = slot * HASH_BYTES;
-    return hashScratch.compare(this.hashes, at, at + HASH_BYTES) === 0;
+    return this.hashes[slot] === hash;
   }
 
   /** A free slot at the front of the LRU list: a freed one, a new one, or the least recently used key's. */
@@ -195,6 +189,7 @@ export class KeyTable implements VerifiedDigests {
     this.userIds[slot] = undefined;
     this.vaults[slot] = undefined;
     this.ranges[slot] = undefined;
+    this.hashes[slot] = undefined;
     this.state[slot] = 0;
   }
 
@@ -216,7 +211,6 @@ export class KeyTable implements VerifiedDigests {
     this.revokedAt = resize(this.revokedAt, (n) => new Float64Array(n));
     this.prev = resize(this.prev, (n) => new Int32Array(n));
     this.next = resize(this.next, (n) => new Int32Array(n));
-    this.hashes = resize(this.hashes, (n) => Buffer.alloc(n * HASH_BYTES));
     this.digests = resize(this.digests, (n) => Buffer.alloc(n * DIGEST_BYTES));
     this.capacity = capacity;
   }
