@@ -345,6 +345,34 @@ export function seriesDelta(before: Map<string, number>, after: Map<string, numb
   return (after.get(name) ?? 0) - (before.get(name) ?? 0);
 }
 
+/**
+ * The upper bound of the histogram bucket holding quantile `q` of the observations between two scrapes, for one
+ * outcome of the sidecar's `fortary_authz_check_duration_seconds` (decoded request to answer), in ms. Infinity
+ * when the quantile is past the last bucket; NaN with no observations.
+ */
+export function ownTimeQuantileMs(
+  before: Map<string, number>,
+  after: Map<string, number>,
+  outcome: 'allow' | 'deny' | 'error',
+  q: number,
+): number {
+  const buckets: Array<{ le: number; count: number }> = [];
+  for (const name of after.keys()) {
+    const match = /^fortary_authz_check_duration_seconds_bucket\{(.*)\}$/.exec(name);
+    if (match === null || !(match[1] as string).includes(`outcome="${outcome}"`)) continue;
+    const le = /le="([^"]+)"/.exec(match[1] as string)?.[1];
+    if (le === undefined) continue;
+    buckets.push({
+      le: le === '+Inf' ? Infinity : Number(le) * 1000,
+      count: seriesDelta(before, after, name),
+    });
+  }
+  buckets.sort((a, b) => a.le - b.le);
+  const total = buckets.at(-1)?.count ?? 0;
+  if (total === 0) return NaN;
+  return buckets.find((b) => b.count >= q * total)?.le ?? Infinity;
+}
+
 /** VmRSS and VmHWM (peak RSS) in MiB. */
 export function memoryOf(pid: number): { rssMiB: number; peakMiB: number } {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');

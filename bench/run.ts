@@ -40,6 +40,7 @@ import {
   makeTempDir,
   median,
   memoryOf,
+  ownTimeQuantileMs,
   onCleanup,
   productionEnv,
   ROOT,
@@ -573,6 +574,12 @@ async function latency(
   bench.row('warm check, 10 s at 1,000/s', pct(s.latencyMs), 'p99 <= 1 ms', s.latencyMs.p99 <= 1);
   bench.row('  service time (from the actual send)', pct(s.serviceMs));
   bench.row('  client send lag (included above)', `p99 ${ms(s.sendLagMs.p99)}  max ${ms(s.sendLagMs.max)}`);
+  // The sidecar's own histogram: decoded request to answer, without the transport and the machine around it.
+  const own = (q: number) => {
+    const bound = ownTimeQuantileMs(before, after, 'allow', q);
+    return bound === Infinity ? '> 500 ms' : `<= ${ms(bound)}`;
+  };
+  bench.row('  sidecar time per check (its own histogram)', `p99 ${own(0.99)}  p99.9 ${own(0.999)}`);
   bench.row('  machine during the run', contention(run));
   if (ref !== null && reference !== null) {
     bench.row('no-op baseline, same load (noise floor)', pct(ref.latencyMs));
