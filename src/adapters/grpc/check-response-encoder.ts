@@ -18,6 +18,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { DENY_REASONS, outcomeFor, type DenyReason, type Outcome } from '../../core/outcome';
+import { walkFields } from './wire-fields';
 
 export const KEY_ID_HEADER = 'x-fortary-key-id';
 export const USER_ID_HEADER = 'x-fortary-user-id';
@@ -33,19 +34,15 @@ const OVERWRITE_IF_EXISTS_OR_ADD = 2;
 export function guardCheckResponse(bytes: Buffer, expectAllow: boolean): Buffer {
   let code: number | undefined;
   let httpResponse: 'denied_response' | 'ok_response' | undefined;
-  let at = 0;
-  while (at < bytes.length) {
-    const [tag, afterTag] = readVarint(bytes, at);
-    if ((tag & 7) !== 2) throw new Error('CheckResponse guard: unexpected wire type');
-    const [length, start] = readVarint(bytes, afterTag);
-    const end = start + length;
-    if (end > bytes.length) throw new Error('CheckResponse guard: truncated field');
-    const field = Math.floor(tag / 8);
-    if (field === 1) code = statusCode(bytes.subarray(start, end));
+  let onlyMessages = true;
+  const wellFormed = walkFields(bytes, (field, wireType, _length, start, end) => {
+    // Every CheckResponse field is a message; anything else is not an answer this encoder writes.
+    if (wireType !== 2) onlyMessages = false;
+    else if (field === 1) code = statusCode(bytes.subarray(start, end));
     else if (field === 2) httpResponse = 'denied_response';
     else if (field === 3) httpResponse = 'ok_response';
-    at = end;
-  }
+  });
+  if (!wellFormed || !onlyMessages) throw new Error('refusing to emit a malformed CheckResponse');
   const ok =
     bytes[0] === 0x0a &&
     code !== undefined &&
@@ -60,31 +57,11 @@ export function guardCheckResponse(bytes: Buffer, expectAllow: boolean): Buffer 
 /** google.rpc.Status.code (field 1, varint) of an encoded Status; 0 when absent, as protobuf reads it. */
 function statusCode(status: Buffer): number {
   let code = 0;
-  let at = 0;
-  while (at < status.length) {
-    const [tag, afterTag] = readVarint(status, at);
-    const wireType = tag & 7;
-    if (wireType === 0) {
-      const [value, next] = readVarint(status, afterTag);
-      if (tag === 0x08) code = value;
-      at = next;
-    } else if (wireType === 2) {
-      const [length, start] = readVarint(status, afterTag);
-      at = start + length;
-    } else throw new Error('CheckResponse guard: unexpected wire type in status');
-  }
-  if (at !== status.length) throw new Error('CheckResponse guard: truncated status');
+  const wellFormed = walkFields(status, (field, wireType, value) => {
+    if (field === 1 && wireType === 0) code = value;
+  });
+  if (!wellFormed) throw new Error('refusing to emit a CheckResponse with a malformed status');
   return code;
-}
-
-function readVarint(bytes: Buffer, at: number): [number, number] {
-  let value = 0;
-  for (let shift = 1; at < bytes.length && shift < 2 ** 35; shift *= 128) {
-    const byte = bytes[at++] as number;
-    value += (byte & 0x7f) * shift;
-    if (byte < 0x80) return [value, at];
-  }
-  throw new Error('CheckResponse guard: bad varint');
 }
 
 // ---- wire writer ----

@@ -4,6 +4,7 @@
  * pod restarted by its liveness probe.
  */
 import { GrpcStatus, type GrpcH2Server, type StreamCall, type UnaryCall } from './h2-grpc-server';
+import { walkFields } from './wire-fields';
 
 export const HEALTH_SERVICES = ['', 'envoy.service.auth.v3.Authorization'] as const;
 export const LIVENESS_SERVICE = 'liveness';
@@ -93,37 +94,8 @@ function encodeStatus(status: number): Buffer {
 /** HealthCheckRequest { string service = 1; }: the service name, or null when the bytes are not that message. */
 export function decodeServiceName(bytes: Buffer): string | null {
   let service = '';
-  let at = 0;
-  while (at < bytes.length) {
-    const tag = readVarint(bytes, at);
-    if (tag === null) return null;
-    at = tag.next;
-    const wireType = tag.value & 7;
-    if (wireType === 0) {
-      const skipped = readVarint(bytes, at);
-      if (skipped === null) return null;
-      at = skipped.next;
-    } else if (wireType === 2) {
-      const length = readVarint(bytes, at);
-      if (length === null || length.next + length.value > bytes.length) return null;
-      if (tag.value >>> 3 === 1) service = bytes.toString('utf8', length.next, length.next + length.value);
-      at = length.next + length.value;
-    } else if (wireType === 5 || wireType === 1) {
-      at += wireType === 5 ? 4 : 8;
-      if (at > bytes.length) return null;
-    } else {
-      return null;
-    }
-  }
-  return service;
-}
-
-function readVarint(bytes: Buffer, start: number): { value: number; next: number } | null {
-  let value = 0;
-  for (let i = 0; i < 10 && start + i < bytes.length; i++) {
-    const byte = bytes[start + i] as number;
-    value += (byte & 0x7f) * 2 ** (7 * i);
-    if (byte < 0x80) return { value, next: start + i + 1 };
-  }
-  return null;
+  const ok = walkFields(bytes, (field, wireType, _value, start, end) => {
+    if (field === 1 && wireType === 2) service = bytes.toString('utf8', start, end);
+  });
+  return ok ? service : null;
 }
