@@ -68,7 +68,10 @@ export class KeyTable implements VerifiedDigests {
     return this.index.size;
   }
 
-  /** The key's record if cached and fresh at `now` (performance.now() milliseconds); marks it recently used. */
+  /**
+   * The key's record if cached and fresh at `now` (performance.now() milliseconds); marks it recently used. The
+   * record is a new small object per call, which dies young: keeping one per key is the cost this table removes.
+   */
   get(keyId: string, now: number): CompiledKey | undefined {
     const slot = this.index.get(keyId);
     if (slot === undefined) return undefined;
