@@ -21,6 +21,9 @@ const MAX_AUTHORIZATION_LENGTH = 7 + TOKEN_LENGTH + 64;
 const QUERY_CREDENTIALS = /(?:^|&)(?:access_token|api_key|apikey|api-key|key|token)=/i;
 
 export function extractCredential(req: AuthzRequest): CredentialResult {
+  // Checked first, whatever else the request carries: an allowed request would take the token to upstream and
+  // to every access log on the way, so a leaked key in the URL is refused even beside a valid bearer.
+  if (queryCarriesToken(req.path)) return misplaced('Fortary token in the query string');
   const values = req.authorization;
   if (values.length === 0) return missingCredential(req);
   if (values.length > 1) return misplaced('more than one Authorization header');
@@ -44,6 +47,30 @@ function missingCredential(req: AuthzRequest): CredentialResult {
   if (query >= 0 && QUERY_CREDENTIALS.test(req.path.slice(query + 1)))
     return misplaced('key sent in the query');
   return { ok: false, reason: 'credentials_missing', detail: 'no Authorization header' };
+}
+
+/** The token shape (token.ts) anywhere in a text, checksum not verified: a near-miss is as much a leak. */
+const TOKEN_SHAPE = /fty_[0-9A-Za-z]{12}_[0-9A-Za-z]{49}/i;
+const PERCENT_ESCAPE = /%([0-9A-Fa-f]{2})/g;
+/** Rounds of percent-decoding: enough for a value encoded twice over (`%255F`) by chained redirects or clients. */
+const DECODE_ROUNDS = 3;
+
+/**
+ * True when the query string of a raw `:path` holds something shaped like a Fortary token, in a parameter value or
+ * anywhere else, also when percent-encoded (`fty%5F…`, `%66ty_…`, or encoded twice). Paths without a query, or
+ * whose query has neither `fty_` nor a `%`, cost one or two scans.
+ */
+export function queryCarriesToken(path: string): boolean {
+  const start = path.indexOf('?');
+  if (start < 0) return false;
+  let query = path.slice(start + 1);
+  for (let round = 0; ; round++) {
+    if (TOKEN_SHAPE.test(query)) return true;
+    if (round === DECODE_ROUNDS || !query.includes('%')) return false;
+    const decoded = query.replace(PERCENT_ESCAPE, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    if (decoded === query) return false;
+    query = decoded;
+  }
 }
 
 const misplaced = (detail: string): CredentialResult => ({

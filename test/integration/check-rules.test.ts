@@ -87,6 +87,22 @@ const rows: Row[] = [
   unauth('key in the query string', 'credentials_misplaced', () => ({
     path: `/v1/vaults/alpha?api_key=${(keys.alpha as CreatedKey).token}`,
   })),
+  unauth('a token in the query beside a valid bearer', 'credentials_misplaced', () => ({
+    authorization: bearer('alpha'),
+    path: `/v1/vaults/alpha/items?page=2&q=${(keys.noExpiry as CreatedKey).token}`,
+  })),
+  unauth('the bearer token itself repeated in the query', 'credentials_misplaced', () => ({
+    authorization: bearer('alpha'),
+    path: `/v1/vaults/alpha/items?access=${(keys.alpha as CreatedKey).token}`,
+  })),
+  unauth('a percent-encoded token in the query beside a valid bearer', 'credentials_misplaced', () => ({
+    authorization: bearer('alpha'),
+    path: `/v1/vaults/alpha/items?k=${(keys.alpha as CreatedKey).token.replace(/_/g, '%5F')}`,
+  })),
+  ok('a bearer with an ordinary query string', () => ({
+    authorization: bearer('alpha'),
+    path: '/v1/vaults/alpha/items?key=fty_&token=abc',
+  })),
   unauth('Basic auth', 'credentials_misplaced', () => ({
     authorization: `Basic ${Buffer.from(`x:${(keys.alpha as CreatedKey).token}`).toString('base64')}`,
   })),

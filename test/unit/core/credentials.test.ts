@@ -2,7 +2,7 @@
  * Rule 1: exactly one `Authorization: Bearer <token>` (scheme case-insensitive). Every other place or shape a
  * credential can take is refused with a 401 that tells the caller to send a bearer token.
  */
-import { extractCredential, type CredentialResult } from '../../../src/core/credentials';
+import { extractCredential, queryCarriesToken, type CredentialResult } from '../../../src/core/credentials';
 import { outcomeFor } from '../../../src/core/outcome';
 import { formatToken } from '../../../src/core/token';
 import type { AuthzRequest } from '../../../src/core/types';
@@ -203,5 +203,53 @@ describe('extractCredential does bounded work', () => {
     const req = request({ path: '/v1/vaults/alpha?' + '&'.repeat(4000) + 'a='.repeat(2000) });
     expect(extractCredential(req)).toMatchObject({ ok: false, reason: 'credentials_missing' });
     expect(time(() => extractCredential(req), 200)).toBeLessThan(500);
+  });
+});
+
+describe('a Fortary token in the query string is refused, with or without a bearer (issue 12 item 6)', () => {
+  const ANOTHER = formatToken('ZZZZZZZZZZZZ', SECRET);
+  const bearer = [`Bearer ${T}`];
+  const encodeAll = (text: string) =>
+    Array.from(text, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`).join('');
+  it.each([
+    ['any parameter name', `/v1/vaults/alpha/items?q=${ANOTHER}`],
+    ['the same token as the bearer', `/v1/vaults/alpha/items?api_key=${T}`],
+    ['after other parameters', `/v1/vaults/alpha/items?a=1&b=2&x=${ANOTHER}&c=3`],
+    ['inside a longer value', `/v1/vaults/alpha/items?next=/v1/x?k=${ANOTHER}`],
+    ['a wrong checksum (the shape is enough)', `/v1/vaults/alpha?k=${ANOTHER.slice(0, -1)}0`],
+    ['the underscore percent-encoded', `/v1/vaults/alpha?k=${ANOTHER.replace(/_/g, '%5F')}`],
+    ['lowercase hex escapes', `/v1/vaults/alpha?k=${ANOTHER.replace(/_/g, '%5f')}`],
+    ['the prefix letters encoded', `/v1/vaults/alpha?k=%66%74%79${ANOTHER.slice(3)}`],
+    ['every character encoded', `/v1/vaults/alpha?k=${encodeAll(ANOTHER)}`],
+    ['encoded twice', `/v1/vaults/alpha?k=${ANOTHER.replace(/_/g, '%255F')}`],
+    ['an uppercase prefix', `/v1/vaults/alpha?k=FTY${ANOTHER.slice(3)}`],
+    ['as a parameter name', `/v1/vaults/alpha?${ANOTHER}`],
+  ])('%s', (_name, path) => {
+    for (const authorization of [bearer, []]) {
+      expect(extractCredential(request({ authorization, path }))).toEqual({
+        ok: false,
+        reason: 'credentials_misplaced',
+        detail: 'Fortary token in the query string',
+      });
+    }
+  });
+
+  it.each([
+    ['no query', `/v1/vaults/alpha/items`],
+    ['a token-shaped path segment is not the query', `/v1/vaults/alpha/${ANOTHER}`],
+    ['a parameter value one character short', `/v1/vaults/alpha?k=${ANOTHER.slice(0, -1)}`],
+    ['a different prefix', `/v1/vaults/alpha?k=ftx${ANOTHER.slice(3)}`],
+    ['a malformed escape', `/v1/vaults/alpha?k=%zz${ANOTHER.slice(3)}`],
+    ['ordinary parameters', '/v1/vaults/alpha?page=2&sort=name&q=fty_'],
+  ])('not refused for it: %s', (_name, path) => {
+    expect(extractCredential(request({ authorization: bearer, path }))).toMatchObject({ ok: true });
+    expect(queryCarriesToken(path)).toBe(false);
+  });
+
+  it('a long query of escapes is decoded in bounded rounds', () => {
+    const path = '/v1/vaults/alpha?' + '%2525'.repeat(20_000);
+    const start = process.hrtime.bigint();
+    expect(queryCarriesToken(path)).toBe(false);
+    expect(Number(process.hrtime.bigint() - start) / 1e6).toBeLessThan(500);
   });
 });
