@@ -3,7 +3,7 @@
  * operator fixes them in one go; the result is frozen.
  */
 import os from 'node:os';
-import { compileCidrs, type CidrList } from './core/network';
+import { cidrProblem, compileCidrs, type CidrList } from './core/network';
 
 export interface HostPort {
   host: string;
@@ -49,7 +49,10 @@ export function readConfig(env: NodeJS.ProcessEnv): ConfigResult {
   }
   const staleness = p.integer('FORTARY_ROLE_MAX_STALENESS_S', 60, 1, 300);
   const proxies = compileCidrs(p.list('FORTARY_TRUSTED_PROXIES'));
-  if (!proxies.ok) problems.push(`FORTARY_TRUSTED_PROXIES has invalid CIDRs: ${proxies.invalid.join(', ')}`);
+  if (!proxies.ok) {
+    for (const cidr of proxies.invalid)
+      problems.push(`FORTARY_TRUSTED_PROXIES entry ${cidrProblem(cidr) ?? cidr}`);
+  }
   const openPaths = p.list('FORTARY_OPEN_PATHS');
   for (const path of openPaths) {
     if (!/^\/[A-Za-z0-9/_.~-]*(\/\*)?$/.test(path) || path.includes('//') || path.startsWith('/v1/vaults')) {

@@ -3,7 +3,8 @@
  * the first Redis command, so bad input never leaves anything half-written.
  */
 import { parseArgs } from 'node:util';
-import { isValidCidr } from '../core/network';
+import { labelProblem } from '../core/label';
+import { cidrProblem } from '../core/network';
 import { USER_ID_PATTERN, isKeyId, isVaultId } from '../core/records';
 import { messageOf, UsageError } from './errors';
 
@@ -108,27 +109,31 @@ export function vaultIds(values: readonly string[], flag: string): string[] {
   for (const value of values) {
     if (!isVaultId(value)) throw new UsageError(`${flag} ${JSON.stringify(value)} is not a vault id`);
   }
-  return [...new Set(values)];
+  return atMost(MAX_LIST_LENGTH, [...new Set(values)], flag);
 }
 
-/** CIDR ranges, checked with the same rules the sidecar compiles them with, de-duplicated. */
+/** The record contract's bound on vault and IP lists (src/core/records.ts). */
+const MAX_LIST_LENGTH = 1000;
+
+function atMost(max: number, list: string[], flag: string): string[] {
+  if (list.length > max) throw new UsageError(`${flag} given more than ${max} times`);
+  return list;
+}
+
+/** CIDR ranges in network form, checked with the same strict parser the sidecar uses, de-duplicated. */
 export function cidrs(values: readonly string[]): string[] {
   for (const value of values) {
-    if (!isValidCidr(value))
-      throw new UsageError(`--ip ${JSON.stringify(value)} is not a CIDR range (e.g. 203.0.113.0/24)`);
+    const problem = cidrProblem(value);
+    if (problem !== null) throw new UsageError(`--ip ${problem}`);
   }
-  return [...new Set(values)];
+  return atMost(MAX_LIST_LENGTH, [...new Set(values)], '--ip');
 }
 
-/** The record contract's limit (src/core/records.ts). */
-const MAX_LABEL_LENGTH = 200;
-
+/** The label rules of src/core/label.ts: at most 200 code points, no control or bidi-override characters. */
 export function label(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
-  if (value.length > MAX_LABEL_LENGTH)
-    throw new UsageError(`--label is longer than ${MAX_LABEL_LENGTH} characters`);
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(value)) throw new UsageError('--label contains control characters');
+  const problem = labelProblem(value);
+  if (problem !== null) throw new UsageError(`--label ${problem}`);
   return value;
 }
 
@@ -166,7 +171,14 @@ export function expiry(
         `--expires-at ${JSON.stringify(expiresAt)} is not an ISO-8601 date (2026-01-31) or date-time with zone (2026-01-31T12:00:00Z)`,
       );
     }
-    if (purpose === 'create' && at <= nowMs) throw new UsageError(`--expires-at ${expiresAt} is in the past`);
+    if (at <= nowMs) {
+      // Editing a key's expiry into the past would be a revocation that a later edit silently undoes.
+      throw new UsageError(
+        purpose === 'create'
+          ? `--expires-at ${expiresAt} is in the past`
+          : `--expires-at ${expiresAt} is in the past; to stop a key now, use 'keys revoke'`,
+      );
+    }
     return at;
   }
   return undefined;

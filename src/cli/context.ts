@@ -12,6 +12,8 @@ export interface CliIo {
   env: Record<string, string | undefined>;
   /** Epoch ms; Date.now unless a test fixes it. */
   now?: () => number;
+  /** All of standard input (for --token-stdin); the process' stdin unless a test gives one. */
+  readStdin?: () => Promise<string>;
 }
 
 /** Thrown by `--help` anywhere: run() prints the usage and exits 0. */

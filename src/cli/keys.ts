@@ -1,6 +1,7 @@
 /** `fortary-authz keys …`: create, edit, revoke and inspect API keys. */
 import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
+import { printableLabel } from '../core/label';
 import { serializeKeyRecord } from '../core/records';
 import { base62FromBytes, formatToken, KEY_ID_LENGTH, SECRET_LENGTH } from '../core/token';
 import type { KeyRecord } from '../core/types';
@@ -133,6 +134,7 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
       ip: { type: 'string', multiple: true },
       'no-ip-restriction': { type: 'boolean' },
       ...EXPIRY_OPTIONS,
+      reactivate: { type: 'boolean' },
       label: { type: 'string' },
     },
     ['<keyId>'],
@@ -145,6 +147,12 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
     throw new UsageError('keys edit: --ip and --no-ip-restriction exclude each other');
   const newExpiry = expiry(values, ctx.now(), 'edit');
   const newLabel = label(stringOption(values, 'label'));
+  const reactivate = flagOption(values, 'reactivate');
+  if (reactivate && newExpiry === undefined) {
+    throw new UsageError(
+      'keys edit: --reactivate needs a new expiry (--expires-in, --expires-at or --no-expiry)',
+    );
+  }
   if (
     vaults.length === 0 &&
     ips.length === 0 &&
@@ -160,6 +168,7 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
   const updated = await ctx.withRedis(async (redis) => {
     const key = await requireKey(redis, keyId);
     if (key.revokedAt !== null) throw new CliError(`key ${keyId} is revoked; a revoked key cannot be edited`);
+    checkReactivation(key, newExpiry, reactivate, ctx.now());
     if (vaults.length > 0) await requireDeveloper(redis, key.userId, vaults);
     const next: KeyRecord = {
       ...key,
@@ -174,7 +183,30 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
     return next;
   });
   ctx.io.out(`Updated key ${keyId}.`);
+  if (reactivate) ctx.io.out(`Key ${keyId} had expired; it is reactivated and works again.`);
   for (const line of describeKey(keyView(updated, ctx.now()))) ctx.io.out(line);
+}
+
+/**
+ * An expired key stopped working; giving it a new expiry brings it back, which must be a decision, not a side
+ * effect of "extend all keys by 30 days". So a new expiry on an expired key needs --reactivate, and --reactivate
+ * is refused on a key that has not expired (it would say something untrue).
+ */
+function checkReactivation(
+  key: KeyRecord,
+  newExpiry: number | null | undefined,
+  reactivate: boolean,
+  nowMs: number,
+): void {
+  const expired = key.expiresAt !== null && nowMs >= key.expiresAt;
+  const when = key.expiresAt === null ? '' : new Date(key.expiresAt).toISOString();
+  if (expired && newExpiry !== undefined && !reactivate) {
+    throw new CliError(
+      `key ${key.id} expired at ${when}; a new expiry would make it work again: add --reactivate if that is intended`,
+    );
+  }
+  if (reactivate && !expired)
+    throw new CliError(`key ${key.id} has not expired; --reactivate is only for expired keys`);
 }
 
 /** keys revoke <keyId> */
@@ -291,7 +323,7 @@ function describeKey(view: KeyView): string[] {
     `vaults:   ${view.vaults.length > 0 ? view.vaults.join(', ') : '(none)'}`,
     `ips:      ${view.ipAllowlist.length > 0 ? view.ipAllowlist.join(', ') : 'any (no IP restriction)'}`,
     `expires:  ${view.expiresAt ?? 'never'}`,
-    `label:    ${view.label === '' ? '(none)' : view.label}`,
+    `label:    ${view.label === '' ? '(none)' : printableLabel(view.label)}`,
     `created:  ${view.createdAt}`,
     `updated:  ${view.updatedAt}`,
     `revoked:  ${view.revokedAt ?? 'no'}`,

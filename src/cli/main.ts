@@ -28,10 +28,11 @@ Commands:
       Create a key for an active user holding Developer on every vault given. The expiry defaults to 365 days.
       Prints the token once; --json prints {"keyId", "token", "expiresAt"} on one line.
   keys edit <keyId> [--vault <vaultId>]... [--ip <cidr>]... [--no-ip-restriction]
-              [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--label <text>]
+              [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--reactivate] [--label <text>]
       Edit a key in place. Given --vault values replace the vault list (they must be Developer vaults of the
       owner), given --ip values replace the IP allowlist, --no-ip-restriction clears it. The secret never changes;
-      a revoked key cannot be edited.
+      a revoked key cannot be edited. A new expiry must lie in the future (to stop a key now, revoke it); an
+      expired key gets one only with --reactivate, which makes it work again.
   keys revoke <keyId>
       Revoke a key, at once and for good; prints how many sidecars received the event.
   keys show <keyId> [--json]
@@ -48,6 +49,18 @@ Options:
   --expires-at <ISO-8601>    expire at a date (2026-06-30, meaning 00:00 UTC) or a date-time with a zone
                              (2026-06-30T12:00:00Z, 2026-06-30T14:00:00+02:00)
   --no-expiry                never expire
+
+Limits (anything else is refused, nothing is written):
+  <userId>                   1-128 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit
+  <vaultId>                  1-64 of A-Z a-z 0-9 _ -, starting with a letter or digit
+  <keyId>                    12 base62 characters (A-Z a-z 0-9)
+  --ip <cidr>                IPv4 or IPv6 network in network form: 203.0.113.0/24, 2001:db8::/32, 198.51.100.7/32;
+                             no host bits (1.2.3.4/8 is refused: did you mean 1.0.0.0/8?), no leading zeros in
+                             the prefix length (/08) or in IPv4 octets, no zone ids; at most 1000 per key
+  --vault                    at most 1000 per key
+  --label <text>             at most 200 Unicode characters (code points); control characters (U+0000-U+001F,
+                             U+007F-U+009F), line/paragraph separators and bidi controls (U+061C, U+200E, U+200F,
+                             U+202A-U+202E, U+2066-U+2069) are refused
 
 Environment:
   REDIS_URL                  Redis to use when --redis is not given

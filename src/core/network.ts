@@ -26,37 +26,72 @@ export function compileCidrs(
   const ranges: CompiledRange[] = [];
   const invalid: string[] = [];
   for (const cidr of cidrs) {
-    const range = compileCidr(cidr);
-    if (range === null) invalid.push(cidr);
-    else ranges.push(range);
+    const parsed = parseCidr(cidr);
+    if (parsed.ok) ranges.push(parsed.range);
+    else invalid.push(cidr);
   }
   return invalid.length > 0 ? { ok: false, invalid } : { ok: true, ranges };
 }
 
-function compileCidr(cidr: string): CompiledRange | null {
+export type CidrParse =
+  | { ok: true; range: CompiledRange }
+  | {
+      ok: false;
+      problem: string;
+      /** The network form, when only host bits were wrong. */ suggestion?: string;
+    };
+
+/**
+ * Strict CIDR parsing, shared by the CLI (--ip), the config (FORTARY_TRUSTED_PROXIES) and record validation:
+ * canonical address, decimal prefix without leading zeros, and no host bits. `1.2.3.4/8` would otherwise mean
+ * 1.0.0.0/8, so a typo for a /32 would silently open the allowlist to sixteen million addresses.
+ */
+export function parseCidr(cidr: string): CidrParse {
   const slash = cidr.indexOf('/');
-  if (slash < 0) return null;
+  if (slash < 0) return { ok: false, problem: 'no prefix length (e.g. 203.0.113.0/24)' };
   const ip = cidr.slice(0, slash);
   const bitsText = cidr.slice(slash + 1);
-  if (!/^\d{1,3}$/.test(bitsText)) return null;
+  if (!/^(0|[1-9][0-9]{0,2})$/.test(bitsText)) {
+    return { ok: false, problem: 'the prefix length must be a decimal number without leading zeros' };
+  }
   const bits = Number(bitsText);
   let address: Address;
-  try {
-    if (ipaddr.IPv4.isValidFourPartDecimal(ip)) address = ipaddr.IPv4.parse(ip);
-    else {
-      const v6 = parseStrictIPv6(ip);
-      if (v6 === null) return null;
-      address = v6;
-    }
-  } catch {
-    return null;
+  if (ipaddr.IPv4.isValidFourPartDecimal(ip)) address = ipaddr.IPv4.parse(ip);
+  else {
+    const v6 = parseStrictIPv6(ip);
+    if (v6 === null) return { ok: false, problem: 'not an IPv4 or IPv6 address' };
+    address = v6;
   }
-  if (address.kind() === 'ipv4') return bits <= 32 ? [address, bits] : null;
-  if (bits > 128) return null;
-  const v6 = address as ipaddr.IPv6;
-  // `::ffff:10.0.0.0/104` is an IPv4 range in disguise; store it as one so IPv4 clients match it.
-  if (v6.isIPv4MappedAddress() && bits >= 96) return [v6.toIPv4Address(), bits - 96];
-  return [address, bits];
+  const maxBits = address.kind() === 'ipv4' ? 32 : 128;
+  if (bits > maxBits) return { ok: false, problem: `the prefix length must be at most ${maxBits}` };
+  const network = networkOf(address, bits);
+  if (network.toString() !== address.toString()) {
+    const text = network.kind() === 'ipv4' ? network.toString() : (network as ipaddr.IPv6).toRFC5952String();
+    const suggestion = `${text}/${bits}`;
+    return { ok: false, problem: `host bits are set (did you mean ${suggestion}?)`, suggestion };
+  }
+  if (address.kind() === 'ipv6') {
+    const v6 = address as ipaddr.IPv6;
+    // `::ffff:10.0.0.0/104` is an IPv4 range in disguise; store it as one so IPv4 clients match it.
+    if (v6.isIPv4MappedAddress() && bits >= 96) return { ok: true, range: [v6.toIPv4Address(), bits - 96] };
+  }
+  return { ok: true, range: [address, bits] };
+}
+
+/** The address with every bit after the first `bits` cleared. */
+function networkOf(address: Address, bits: number): Address {
+  const bytes = address.toByteArray();
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    bytes[i] = (bytes[i] as number) & ((0xff << (8 - keep)) & 0xff);
+  }
+  return ipaddr.fromByteArray(bytes);
+}
+
+/** One line naming a refused entry and why: `"1.2.3.4/8" is not a CIDR range: host bits are set (did you mean 1.0.0.0/8?)`. */
+export function cidrProblem(cidr: string): string | null {
+  const parsed = parseCidr(cidr);
+  return parsed.ok ? null : `${JSON.stringify(cidr)} is not a CIDR range: ${parsed.problem}`;
 }
 
 /**
@@ -83,7 +118,7 @@ function parseStrictIPv6(text: string): ipaddr.IPv6 | null {
 }
 
 export function isValidCidr(cidr: string): boolean {
-  return compileCidr(cidr) !== null;
+  return parseCidr(cidr).ok;
 }
 
 export function inRanges(ranges: CidrList, ip: Address): boolean {

@@ -5,12 +5,12 @@
 import { KNOWN_SCOPES, type KeyRecord, type Scope, type UserRecord } from './types';
 import { KEY_ID_PATTERN } from './token';
 import { VAULT_ID_PATTERN } from './vault-path';
-import { isValidCidr } from './network';
+import { cidrProblem, isValidCidr } from './network';
+import { labelLength, MAX_LABEL_CODE_POINTS } from './label';
 
 export const RECORD_VERSION = 1;
 export const USER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$/;
 const BCRYPT_HASH_PATTERN = /^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/;
-const MAX_LABEL_LENGTH = 200;
 const MAX_LIST_LENGTH = 1000;
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -41,9 +41,12 @@ export function parseKeyRecord(keyId: string, fields: KeyHashFields): Parsed<Key
   );
   check(isList(r.scopes, isScope) && (r.scopes as unknown[]).length > 0, 'scopes must be known scopes');
   check(isList(r.vaults, isVaultId), 'vaults must be vault ids');
-  check(isList(r.ipAllowlist, isCidr), 'ipAllowlist must be CIDR ranges');
+  check(isList(r.ipAllowlist, isCidr), ipAllowlistProblem(r.ipAllowlist));
   check(r.expiresAt === null || isEpochMs(r.expiresAt), 'expiresAt must be epoch ms or null');
-  check(typeof r.label === 'string' && r.label.length <= MAX_LABEL_LENGTH, 'label must be a short string');
+  check(
+    typeof r.label === 'string' && labelLength(r.label) <= MAX_LABEL_CODE_POINTS,
+    'label must be a short string',
+  );
   check(isEpochMs(r.createdAt) && isEpochMs(r.updatedAt), 'createdAt/updatedAt must be epoch ms');
   check(
     r.revokedAt === undefined || r.revokedAt === null || isEpochMs(r.revokedAt),
@@ -130,6 +133,14 @@ const isEpochMs = (value: unknown): value is number =>
 
 function isList(value: unknown, item: (v: unknown) => boolean): boolean {
   return Array.isArray(value) && value.length <= MAX_LIST_LENGTH && value.every(item);
+}
+
+/** Names the first refused entry, so an operator can see `1.2.3.4/8` and the network form it could have meant. */
+function ipAllowlistProblem(list: unknown): string {
+  const entry = Array.isArray(list) ? list.find((item) => !isCidr(item)) : undefined;
+  return typeof entry === 'string'
+    ? `ipAllowlist entry ${cidrProblem(entry) ?? entry}`
+    : 'ipAllowlist must be CIDR ranges';
 }
 
 /** undefined = present but invalid; null = absent. */

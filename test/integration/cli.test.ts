@@ -331,11 +331,12 @@ describe('the binary, main paths', () => {
     expect(await bcrypt.compare(tokenA, (await storedKey(keyA)).secretHash)).toBe(true);
   });
 
-  test('keys edit may set an expiry in the past (the key then shows as expired)', async () => {
-    expect((await bin(['keys', 'edit', keyB, '--expires-at', '2020-01-01T00:00:00Z'])).code).toBe(0);
+  test('keys edit refuses an expiry in the past (issue 12: revoke is the way to stop a key)', async () => {
+    const edit = await bin(['keys', 'edit', keyB, '--expires-at', '2020-01-01T00:00:00Z']);
+    expect(edit.code).toBe(2);
+    expect(expectOneErrorLine(edit.stderr)).toMatch(/is in the past; to stop a key now, use 'keys revoke'$/);
     const shown = JSON.parse((await bin(['keys', 'show', keyB, '--json'])).stdout) as { status: string };
-    expect(shown.status).toBe('expired');
-    expect((await bin(['keys', 'edit', keyB, '--expires-in', '10d'])).code).toBe(0);
+    expect(shown.status).toBe('active');
   });
 
   test('keys list shows the user’s keys oldest first', async () => {
@@ -679,7 +680,7 @@ describe('refusals (in-process): exit status, one stderr line, Redis unchanged',
       'create with a newline in the label',
       [...create, '--label', 'a\nb'],
       2,
-      /--label contains control characters/,
+      /--label contains a control character \(U\+000A\)/,
     ],
     [
       'create with an unknown flag',

@@ -123,6 +123,9 @@ const keyCorruptions: Array<[string, Corrupt]> = [
   ['an invalid CIDR: not an address', set('ipAllowlist', ['intranet/8'])],
   ['an invalid CIDR: no prefix', set('ipAllowlist', ['10.0.0.1'])],
   ['an invalid CIDR: octal', set('ipAllowlist', ['010.0.0.0/8'])],
+  // Issue 12: host bits would silently widen 10.0.0.1 to all of 10/8; the key is denied instead, never widened.
+  ['an invalid CIDR: host bits set', set('ipAllowlist', ['10.0.0.1/8'])],
+  ['an invalid CIDR: zero-padded prefix', set('ipAllowlist', ['10.0.0.0/08'])],
   ['an expiry that is a date string', set('expiresAt', '2027-01-01T00:00:00Z')],
   ['an expiry with a fraction', set('expiresAt', 1_800_000_000_000.5)],
   ['a negative expiry', set('expiresAt', -1)],

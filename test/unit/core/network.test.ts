@@ -3,8 +3,10 @@
  * client (Envoy's TCP peer; X-Forwarded-For only from configured trusted proxies, rightmost untrusted hop).
  */
 import {
+  cidrProblem,
   clientAddress,
   compileCidrs,
+  parseCidr,
   inRanges,
   isValidCidr,
   parseIp,
@@ -29,7 +31,6 @@ describe('CIDR validation', () => {
     ['10.0.0.0/8'],
     ['0.0.0.0/0'],
     ['203.0.113.7/32'],
-    ['10.0.0.1/8 (host bits set: the range is still 10/8)'],
     ['2001:db8::/32'],
     ['2001:DB8::/32 (uppercase hex)'],
     ['::/0'],
@@ -69,6 +70,9 @@ describe('CIDR validation', () => {
     ['fractional prefix', '10.0.0.0/8.0'],
     ['hex prefix', '10.0.0.0/0x8'],
     ['four-digit prefix', '10.0.0.0/0008'],
+    ['leading zero in the prefix', '10.0.0.0/08'],
+    ['leading zero in a zero prefix', '0.0.0.0/00'],
+    ['leading zero in an IPv6 prefix', '2001:db8::/032'],
     ['fullwidth digit in address', '\uff11\uff10.0.0.0/8'],
     ['fullwidth digit in prefix', '10.0.0.0/\uff18'],
     ['netmask instead of prefix', '10.0.0.0/255.0.0.0'],
@@ -105,6 +109,48 @@ describe('CIDR validation', () => {
     });
   });
 
+  // Issue 12: a host-bits typo (1.2.3.4/8 for 1.2.3.4/32) used to be stored and compiled as 1.0.0.0/8.
+  it.each([
+    ['1.2.3.4/8', '1.0.0.0/8'],
+    ['10.200.0.1/16', '10.200.0.0/16'],
+    ['203.0.113.7/24', '203.0.113.0/24'],
+    ['0.0.0.1/0', '0.0.0.0/0'],
+    ['10.0.0.1/31', '10.0.0.0/31'],
+    ['2001:db8::1/32', '2001:db8::/32'],
+    ['2001:db8:1234:5678::/33', '2001:db8::/33'],
+    ['fe80::1/10', 'fe80::/10'],
+    ['::1/0', '::/0'],
+    ['::ffff:10.0.0.1/104', '::ffff:a00:0/104'],
+  ])('refuses %s (host bits set) and suggests %s', (cidr, network) => {
+    expect(parseCidr(cidr)).toEqual({
+      ok: false,
+      problem: `host bits are set (did you mean ${network}?)`,
+      suggestion: network,
+    });
+    expect(isValidCidr(cidr)).toBe(false);
+    expect(cidrProblem(cidr)).toBe(
+      `${JSON.stringify(cidr)} is not a CIDR range: host bits are set (did you mean ${network}?)`,
+    );
+    // The suggestion is itself accepted.
+    expect(isValidCidr(network)).toBe(true);
+  });
+
+  it.each([['10.0.0.0/08'], ['10.0.0.0/0008'], ['2001:db8::/032']])(
+    'names the leading zero of %s as the problem',
+    (cidr) => {
+      expect(cidrProblem(cidr)).toBe(
+        `${JSON.stringify(cidr)} is not a CIDR range: the prefix length must be a decimal number without leading zeros`,
+      );
+    },
+  );
+
+  it('accepts host addresses written as /32 and /128, and the network form of each prefix', () => {
+    for (const cidr of ['1.2.3.4/32', '2001:db8::1/128', '1.2.3.0/24', '1.2.3.4/30', '10.0.0.0/0']) {
+      expect(cidrProblem(cidr === '10.0.0.0/0' ? '0.0.0.0/0' : cidr)).toBeNull();
+    }
+    expect(cidrProblem('10.0.0.0/0')).toContain('did you mean 0.0.0.0/0?');
+  });
+
   it('an empty allowlist compiles to no ranges', () => {
     expect(compileCidrs([])).toEqual({ ok: true, ranges: [] });
   });
@@ -117,7 +163,6 @@ describe('CIDR matching', () => {
     ['10.0.0.0/8', '10.255.255.255', true],
     ['10.0.0.0/8', '11.0.0.0', false],
     ['10.0.0.0/8', '9.255.255.255', false],
-    ['10.0.0.1/8', '10.9.9.9', true],
     ['203.0.113.7/32', '203.0.113.7', true],
     ['203.0.113.7/32', '203.0.113.8', false],
     ['203.0.113.7/32', '203.0.113.6', false],
@@ -154,7 +199,7 @@ describe('CIDR matching', () => {
     // is not treated as an IPv4 range, so IPv4 clients never match it.
     ['::/0', '1.2.3.4', false],
     ['::/0', '::ffff:1.2.3.4', false],
-    ['::ffff:10.0.0.0/95', '10.0.0.1', false],
+    ['::fffe:0:0/95', '10.0.0.1', false],
   ])('%s contains %s: %s', (cidr, ip, expected) => {
     expect(matches(cidr, ip)).toBe(expected);
   });
