@@ -6,7 +6,7 @@
 import bcrypt from 'bcrypt';
 import type { Logger } from 'pino';
 import { CheckService } from './app/check';
-import { CacheFreshness } from './app/freshness';
+import { CacheFreshness, LOOP_TICK_MS, STALL_CAUSE } from './app/freshness';
 import { systemClock, type AppEvents, type Clock, type SecretCompare } from './app/ports';
 import { RecordCache } from './app/record-cache';
 import { SecretVerifier } from './app/secret-verifier';
@@ -64,13 +64,28 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     maxUsers: config.cache.maxUsers,
     maxStalenessMs: config.roleMaxStalenessMs,
   });
+  const clock = options.clock ?? systemClock;
+  let subscriber: EventSubscriber | null = null;
+  const stallLog = stallReporter(logger, metrics);
   const freshness = new CacheFreshness(store, cache, {
-    trustChanged: (trusted, cause) =>
-      logger[trusted ? 'info' : 'warn']({ trusted, cause }, trusted ? 'cache trusted' : 'cache not trusted'),
+    trustChanged: (trusted, cause) => {
+      // Stalls are summarised by stallLog: a CPU-throttled pod may stall many times a second.
+      if (cause === STALL_CAUSE) return;
+      logger[trusted ? 'info' : 'warn']({ trusted, cause }, trusted ? 'cache trusted' : 'cache not trusted');
+    },
     eventApplied: (event, gap) => {
       if (gap) logger.warn({ seq: event.seq }, 'event sequence gap: cache flushed');
     },
+    stalled: (lagMs) => {
+      stallLog(lagMs);
+      subscriber?.resync(STALL_CAUSE);
+    },
   });
+  // The loop watch (freshness.ts): unref'd, so it never keeps the process alive.
+  freshness.tick(clock.now());
+  const loopWatch = setInterval(() => freshness.tick(clock.now()), LOOP_TICK_MS);
+  loopWatch.unref();
+  closers.push(async () => clearInterval(loopWatch));
   const verifier = new SecretVerifier(
     options.compare ?? ((token, hash) => bcrypt.compare(token, hash)),
     events,
@@ -85,11 +100,10 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     cache,
     freshness,
     verifier,
-    clock: options.clock ?? systemClock,
+    clock,
     policy: { trustedProxies: config.trustedProxies, openPaths: config.openPaths },
   });
 
-  let subscriber: EventSubscriber | null = null;
   watchCommandConnection(redis, health, logger, () => {
     freshness.forgetSequence();
     // The subscriber's reconcile reads through this connection: let it run now rather than at its next heartbeat.
@@ -219,6 +233,30 @@ function appEvents(logger: Logger, metrics: Metrics): AppEvents {
       metrics.bcryptQueued.set(queued);
     },
     bcryptRejected: () => metrics.bcryptRejected.inc(),
+  };
+}
+
+/**
+ * Logs the first stall at once, then at most one line per 5 s with how many stalls there were and the longest,
+ * so a pod under CFS throttling does not flood its log. Each stall is counted in the metrics either way.
+ */
+function stallReporter(logger: Logger, metrics: Metrics): (lagMs: number) => void {
+  let lastLog = -Infinity;
+  let stalls = 0;
+  let longestMs = 0;
+  return (lagMs) => {
+    metrics.loopStalls.inc();
+    stalls++;
+    longestMs = Math.max(longestMs, lagMs);
+    const now = Date.now();
+    if (now - lastLog < 5_000) return;
+    logger.warn(
+      { lagMs: Math.round(longestMs), stalls },
+      'event loop stalled: cache not trusted until the event subscription catches up',
+    );
+    lastLog = now;
+    stalls = 0;
+    longestMs = 0;
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * The Check pipeline. Phases run in a fixed order and each phase's failures belong to one family of answers:
  *   1. credential and token format (401), no I/O
- *   2. cache trust: while the event subscription is unhealthy, prove no event was missed (503 if Redis can't say)
+ *   2. cache trust: while the event subscription is unhealthy, or after the event loop stalled, prove no event was
+ *      missed (503 if Redis can't say)
  *   3. key record: unknown, corrupt (401) or unreadable (503)
  *   4. key state: revoked, expired (401), before any bcrypt work
  *   5. secret: verified digest or bcrypt (401, 503 when bcrypt is saturated)
@@ -44,25 +45,32 @@ export class CheckService {
     const credential = extractCredential(req);
     if (!credential.ok) return deny(credential.reason, credential.detail);
     const token = credential.token;
-    if (!this.deps.freshness.trusted) {
-      return this.deps.freshness.revalidate().then(() => this.withToken(req, token));
+    // One clock read per Check serves both the stall test and the key's expiry (judged at arrival).
+    const now = this.deps.clock.now();
+    if (!this.deps.freshness.trustedAt(now)) {
+      return this.deps.freshness.revalidate().then(() => this.withToken(req, token, now));
     }
-    return this.withToken(req, token);
+    return this.withToken(req, token, now);
   }
 
-  private withToken(req: AuthzRequest, token: ParsedToken): MaybePromise<Decision> {
+  private withToken(req: AuthzRequest, token: ParsedToken, now: number): MaybePromise<Decision> {
     const cached = this.deps.cache.peekKey(token.keyId);
     const entry = cached ?? this.deps.cache.loadKey(token.keyId);
-    return chain(entry, (e) => this.withKey(req, token, e));
+    return chain(entry, (e) => this.withKey(req, token, e, now));
   }
 
-  private withKey(req: AuthzRequest, token: ParsedToken, entry: KeyEntry): MaybePromise<Decision> {
+  private withKey(
+    req: AuthzRequest,
+    token: ParsedToken,
+    entry: KeyEntry,
+    now: number,
+  ): MaybePromise<Decision> {
     const keyId = token.keyId;
     if (entry.kind === 'missing') return deny('key_unknown', 'no such key', { keyId });
     if (entry.kind === 'invalid') return deny('record_invalid', 'key record is corrupt', { keyId });
     const key = entry.key;
     const userId = key.userId;
-    const state = keyStateDenial(key, this.deps.clock.now());
+    const state = keyStateDenial(key, now);
     if (state !== null) return deny(state.reason, state.detail, { keyId, userId });
     const verification = this.deps.verifier.verify(keyId, token.token, key.secretHash);
     return chain(verification, (result) => {

@@ -5,6 +5,13 @@
  * the subscribe, heartbeats answered). Otherwise every request first re-reads `fortary:events:seq` (one cheap
  * Redis read, shared by concurrent requests): an unchanged sequence proves no event was missed; a changed one
  * flushes the cache; a failed read fails the request closed with 503.
+ *
+ * An event-loop stall also ends trust (docs/propagation.md#stalls). While the loop is stopped (SIGSTOP, a GC
+ * pause, CFS throttling, a CPU-bound task) a revocation may be published; when it resumes, Node may answer the
+ * Checks queued on a gRPC connection before it reads the event from the subscriber's socket. A timer ticks every
+ * LOOP_TICK_MS; every Check compares its own time with the last tick, so a stall is seen before the first Check
+ * after it is answered, even when its socket is read before any timer runs. Trust returns only once the
+ * subscription has caught up (a SUBSCRIBE round trip on the subscriber connection, then the sequence read).
  */
 import type { ChangeEvent } from '../core/events';
 import type { RecordCache } from './record-cache';
@@ -13,7 +20,20 @@ import type { RecordStore } from './ports';
 export interface FreshnessEvents {
   trustChanged(trusted: boolean, cause: string): void;
   eventApplied(event: ChangeEvent, gap: boolean): void;
+  /** The event loop did not run for `lagMs`: the subscription must catch up before the cache is trusted again. */
+  stalled(lagMs: number): void;
 }
+
+/** How often the loop watch ticks (sidecar.ts runs the timer). */
+export const LOOP_TICK_MS = 10;
+/**
+ * A gap between ticks longer than this is a stall. Well under the 100 ms propagation window, well over the tick
+ * interval plus an ordinary busy loop iteration.
+ */
+export const STALL_THRESHOLD_MS = 50;
+
+/** Why trust was last withdrawn by a stall: the cause the log and the reconcile carry. */
+export const STALL_CAUSE = 'stall';
 
 export class CacheFreshness {
   private trustedFlag = false;
@@ -22,15 +42,41 @@ export class CacheFreshness {
   /** Why lastSeq is null: the flush cause the next sequence read reports. */
   private unsyncedCause = 'startup';
   private revalidation: Promise<void> | null = null;
+  /** Advanced by every distrust(): a reconcile that started before one must not restore trust. */
+  private distrusts = 0;
+  /** The clock time of the loop watch's last tick; NaN while no watch runs (then stalls are not detected). */
+  private lastTick = Number.NaN;
 
   constructor(
     private readonly store: RecordStore,
     private readonly cache: RecordCache,
     private readonly events: FreshnessEvents,
+    private readonly stallMs: number = STALL_THRESHOLD_MS,
   ) {}
 
+  /** Whether the subscription is healthy (the flag alone; the Check path asks trustedAt). */
   get trusted(): boolean {
     return this.trustedFlag;
+  }
+
+  /**
+   * Whether a Check arriving at `now` may be answered from the cache: the subscription is healthy and the event
+   * loop has not stalled since the last tick. The first Check after a stall withdraws trust (and reports it).
+   * Clock time in ms; a clock that went backwards counts as a stall (safe, and rare).
+   */
+  trustedAt(now: number): boolean {
+    const lag = now - this.lastTick;
+    if (lag <= this.stallMs && lag >= 0) return this.trustedFlag;
+    if (Number.isNaN(lag)) return this.trustedFlag;
+    this.stalled(now, lag);
+    return false;
+  }
+
+  /** The loop watch's timer: called every LOOP_TICK_MS with the clock's time. */
+  tick(now: number): void {
+    const lag = now - this.lastTick;
+    if (lag > this.stallMs || lag < 0) this.stalled(now, lag);
+    this.lastTick = now;
   }
 
   get sequence(): number | null {
@@ -39,6 +85,7 @@ export class CacheFreshness {
 
   /** The subscription is down or unverified: stop trusting the cache until reconcile() succeeds. */
   distrust(cause: string): void {
+    this.distrusts++;
     if (!this.trustedFlag) return;
     this.trustedFlag = false;
     this.events.trustChanged(false, cause);
@@ -51,8 +98,10 @@ export class CacheFreshness {
    * whether it is. Throws StoreUnavailableError.
    */
   async reconcile(cause: string, stillSubscribed: () => boolean = () => true): Promise<boolean> {
+    const distrusts = this.distrusts;
     await this.syncSequence(cause);
-    if (!stillSubscribed()) return false;
+    // A stall (or a lost connection) while the read was in flight: its answer may predate an unread event.
+    if (!stillSubscribed() || distrusts !== this.distrusts) return false;
     if (!this.trustedFlag) {
       this.trustedFlag = true;
       this.events.trustChanged(true, cause);
@@ -101,6 +150,12 @@ export class CacheFreshness {
   private invalidate(event: ChangeEvent): void {
     if (event.type === 'key.revoked' || event.type === 'key.updated') this.cache.invalidateKey(event.id);
     else this.cache.invalidateUser(event.id);
+  }
+
+  private stalled(now: number, lagMs: number): void {
+    this.lastTick = now;
+    this.distrust(STALL_CAUSE);
+    this.events.stalled(lagMs);
   }
 
   private async syncSequence(cause: string): Promise<void> {

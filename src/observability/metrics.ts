@@ -84,6 +84,11 @@ export class Metrics {
     labelNames: ['cause'] as const,
     registers: [this.registry],
   });
+  readonly loopStalls = new Counter({
+    name: 'fortary_authz_event_loop_stalls_total',
+    help: 'Event-loop stalls longer than 50 ms; each made the cache untrusted until the subscription caught up.',
+    registers: [this.registry],
+  });
   readonly redisErrors = new Counter({
     name: 'fortary_authz_redis_errors_total',
     help: 'Failed Redis commands by operation (op="revive": a connection ioredis had ended was reconnected).',

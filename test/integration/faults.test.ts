@@ -264,6 +264,7 @@ describe('lost and missed events', () => {
     const freshness = new CacheFreshness(store, cache, {
       trustChanged: () => {},
       eventApplied: (event) => applied.push(event),
+      stalled: () => {},
     });
     const subscriber = new EventSubscriber(
       subscriberRedis,
@@ -318,7 +319,11 @@ describe('startup order', () => {
     command.on('error', () => {});
     const store = new RedisRecordStore(command);
     const cache = new RecordCache(store, silentEvents, { maxKeys: 10, maxUsers: 10, maxStalenessMs: 60_000 });
-    const freshness = new CacheFreshness(store, cache, { trustChanged: () => {}, eventApplied: () => {} });
+    const freshness = new CacheFreshness(store, cache, {
+      trustChanged: () => {},
+      eventApplied: () => {},
+      stalled: () => {},
+    });
     const warnings: string[] = [];
     const subscriber = new EventSubscriber(
       subscriberRedis,

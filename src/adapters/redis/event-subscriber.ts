@@ -67,7 +67,21 @@ export class EventSubscriber {
     this.redis.disconnect();
   }
 
-  private async subscribe(): Promise<void> {
+  /**
+   * The event loop stalled: events may sit unread in this connection's socket. SUBSCRIBE again and reconcile: its
+   * reply comes after every message Redis sent before it, so once it is back the subscription has caught up.
+   */
+  resync(cause: string): void {
+    if (this.closed || this.redis.status !== 'ready') return; // the reconnect reconciles anyway
+    if (this.reconciling) {
+      // The running reconcile started before the stall; freshness refuses its verdict, and this repeats it.
+      this.subscribeAgain = true;
+      return;
+    }
+    void this.subscribe(cause);
+  }
+
+  private async subscribe(reason?: string): Promise<void> {
     if (this.closed) return;
     if (this.reconciling) {
       // This 'ready' is a new connection: the running reconcile belongs to an older one and will not trust it.
@@ -81,7 +95,7 @@ export class EventSubscriber {
     try {
       await this.redis.subscribe(EVENTS_CHANNEL);
       // Subscribed first, then read the sequence: anything published before this point shows up as a change.
-      const cause = this.subscribedOnce ? 'resubscribe' : 'subscribe';
+      const cause = reason ?? (this.subscribedOnce ? 'resubscribe' : 'subscribe');
       // If the connection dropped meanwhile, the live one may not be subscribed: do not trust the cache for it.
       if (await this.freshness.reconcile(cause, current)) {
         this.subscribedOnce = true;
