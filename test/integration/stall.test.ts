@@ -117,7 +117,6 @@ describe('a stalled sidecar denies a key revoked during the stall', () => {
     const ready = await reply();
     expect(ready.error).toBeUndefined();
     expect(outcome(Buffer.from(ready.ready.answer, 'base64'))).toBe('allowed');
-    const logsBefore = h.logs.length;
 
     child.stdin.write('go\n');
     const stallStart = Date.now();
