@@ -24,7 +24,7 @@ export async function inMemoryCheckService(
     store,
     cache,
     { trustChanged: () => {}, eventApplied: () => {}, stalled: () => {} },
-    Infinity,
+    { stallMs: Infinity },
   );
   freshness.tick(systemClock.now());
   await freshness.reconcile('bench');

@@ -76,9 +76,9 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     eventApplied: (event, gap) => {
       if (gap) logger.warn({ seq: event.seq }, 'event sequence gap: cache flushed');
     },
-    stalled: (lagMs) => {
-      stallLog(lagMs);
-      subscriber?.resync(STALL_CAUSE);
+    stalled: (lagMs, distrusted) => {
+      stallLog(lagMs, distrusted);
+      if (distrusted) subscriber?.resync(STALL_CAUSE);
     },
   });
   // The loop watch (freshness.ts): unref'd, so it never keeps the process alive.
@@ -238,25 +238,31 @@ function appEvents(logger: Logger, metrics: Metrics): AppEvents {
 
 /**
  * Logs the first stall at once, then at most one line per 5 s with how many stalls there were and the longest,
- * so a pod under CFS throttling does not flood its log. Each stall is counted in the metrics either way.
+ * so a pod under CFS throttling does not flood its log; warn when one of them was long enough to distrust the
+ * cache. Each stall is counted in the metrics either way.
  */
-function stallReporter(logger: Logger, metrics: Metrics): (lagMs: number) => void {
+function stallReporter(logger: Logger, metrics: Metrics): (lagMs: number, long: boolean) => void {
   let lastLog = -Infinity;
   let stalls = 0;
   let longestMs = 0;
-  return (lagMs) => {
+  let anyLong = false;
+  return (lagMs, long) => {
     metrics.loopStalls.inc();
     stalls++;
     longestMs = Math.max(longestMs, lagMs);
+    anyLong ||= long;
     const now = Date.now();
     if (now - lastLog < 5_000) return;
-    logger.warn(
+    logger[anyLong ? 'warn' : 'info'](
       { lagMs: Math.round(longestMs), stalls },
-      'event loop stalled: cache not trusted until the event subscription catches up',
+      anyLong
+        ? 'event loop stalled: cache not trusted until the event subscription catches up'
+        : 'event loop stalled: checks waited for pending events',
     );
     lastLog = now;
     stalls = 0;
     longestMs = 0;
+    anyLong = false;
   };
 }
 

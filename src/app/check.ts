@@ -48,7 +48,7 @@ export class CheckService {
     // One clock read per Check serves both the stall test and the key's expiry (judged at arrival).
     const now = this.deps.clock.now();
     if (!this.deps.freshness.trustedAt(now)) {
-      return this.deps.freshness.revalidate().then(() => this.withToken(req, token, now));
+      return this.deps.freshness.settle().then(() => this.withToken(req, token, now));
     }
     return this.withToken(req, token, now);
   }

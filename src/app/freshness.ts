@@ -6,12 +6,16 @@
  * Redis read, shared by concurrent requests): an unchanged sequence proves no event was missed; a changed one
  * flushes the cache; a failed read fails the request closed with 503.
  *
- * An event-loop stall also ends trust (docs/propagation.md#stalls). While the loop is stopped (SIGSTOP, a GC
- * pause, CFS throttling, a CPU-bound task) a revocation may be published; when it resumes, Node may answer the
- * Checks queued on a gRPC connection before it reads the event from the subscriber's socket. A timer ticks every
+ * An event-loop stall suspends trust (docs/propagation.md#stalls). While the loop is stopped (SIGSTOP, a GC pause,
+ * CFS throttling, a CPU-bound task) a revocation may be published; when it resumes, Node may answer the Checks
+ * queued on a gRPC connection before it reads the event from the subscriber's socket. A timer ticks every
  * LOOP_TICK_MS; every Check compares its own time with the last tick, so a stall is seen before the first Check
- * after it is answered, even when its socket is read before any timer runs. Trust returns only once the
- * subscription has caught up (a SUBSCRIBE round trip on the subscriber connection, then the sequence read).
+ * after it is answered, even when its socket is read before any timer runs. After a stall, Checks wait until the
+ * event loop has polled every socket afresh (two turns: the subscriber's socket may have become readable after
+ * the current poll began) and so applied every event that reached the sidecar during the stall; no Redis call is
+ * needed. A stall of LONG_STALL_MS or more (Redis may have dropped the subscriber, or the backlog may exceed what
+ * one read takes) also withdraws trust, like a lost subscription: requests re-read the sequence until the
+ * subscription has caught up and is reconciled.
  */
 import type { ChangeEvent } from '../core/events';
 import type { RecordCache } from './record-cache';
@@ -20,8 +24,8 @@ import type { RecordStore } from './ports';
 export interface FreshnessEvents {
   trustChanged(trusted: boolean, cause: string): void;
   eventApplied(event: ChangeEvent, gap: boolean): void;
-  /** The event loop did not run for `lagMs`: the subscription must catch up before the cache is trusted again. */
-  stalled(lagMs: number): void;
+  /** The event loop did not run for `lagMs`; `distrusted`: long enough that the subscription must resync. */
+  stalled(lagMs: number, distrusted: boolean): void;
 }
 
 /** How often the loop watch ticks (sidecar.ts runs the timer). */
@@ -32,8 +36,24 @@ export const LOOP_TICK_MS = 10;
  */
 export const STALL_THRESHOLD_MS = 50;
 
-/** Why trust was last withdrawn by a stall: the cause the log and the reconcile carry. */
+/** A stall this long also withdraws trust until the subscription has resynced. */
+export const LONG_STALL_MS = 1000;
+
+/** Why trust was withdrawn by a stall: the cause the log and the reconcile carry. */
 export const STALL_CAUSE = 'stall';
+
+export interface LoopWatchOptions {
+  stallMs: number;
+  longStallMs: number;
+  /** Runs `fn` once the event loop has finished its current poll phase (setImmediate). */
+  afterPoll: (fn: () => void) => void;
+}
+
+const LOOP_WATCH_DEFAULTS: LoopWatchOptions = {
+  stallMs: STALL_THRESHOLD_MS,
+  longStallMs: LONG_STALL_MS,
+  afterPoll: (fn) => setImmediate(fn),
+};
 
 export class CacheFreshness {
   private trustedFlag = false;
@@ -46,13 +66,19 @@ export class CacheFreshness {
   private distrusts = 0;
   /** The clock time of the loop watch's last tick; NaN while no watch runs (then stalls are not detected). */
   private lastTick = Number.NaN;
+  /** Set from a stall until every socket has been polled afresh; `caughtUp` resolves then. */
+  private catchingUp = false;
+  private caughtUp: Promise<void> = Promise.resolve();
+  private readonly watch: LoopWatchOptions;
 
   constructor(
     private readonly store: RecordStore,
     private readonly cache: RecordCache,
     private readonly events: FreshnessEvents,
-    private readonly stallMs: number = STALL_THRESHOLD_MS,
-  ) {}
+    watch: Partial<LoopWatchOptions> = {},
+  ) {
+    this.watch = { ...LOOP_WATCH_DEFAULTS, ...watch };
+  }
 
   /** Whether the subscription is healthy (the flag alone; the Check path asks trustedAt). */
   get trusted(): boolean {
@@ -60,22 +86,30 @@ export class CacheFreshness {
   }
 
   /**
-   * Whether a Check arriving at `now` may be answered from the cache: the subscription is healthy and the event
-   * loop has not stalled since the last tick. The first Check after a stall withdraws trust (and reports it).
-   * Clock time in ms; a clock that went backwards counts as a stall (safe, and rare).
+   * Whether a Check arriving at `now` may be answered from the cache at once: the subscription is healthy and the
+   * event loop has not stalled since the last tick. Otherwise the Check awaits settle() first. Clock time in ms; a
+   * clock that went backwards counts as a long stall (safe, and rare).
    */
   trustedAt(now: number): boolean {
     const lag = now - this.lastTick;
-    if (lag <= this.stallMs && lag >= 0) return this.trustedFlag;
-    if (Number.isNaN(lag)) return this.trustedFlag;
-    this.stalled(now, lag);
-    return false;
+    if (lag <= this.watch.stallMs && lag >= 0 && !this.catchingUp) return this.trustedFlag;
+    if (lag > this.watch.stallMs || lag < 0) this.stalled(now, lag);
+    return this.trustedFlag && !this.catchingUp;
+  }
+
+  /**
+   * For a Check that trustedAt() refused: resolves once it may read the cache (after a stall, when the loop has
+   * caught up; while untrusted, after re-reading the sequence). Throws StoreUnavailableError.
+   */
+  async settle(): Promise<void> {
+    while (this.catchingUp) await this.caughtUp;
+    if (!this.trustedFlag) await this.revalidate();
   }
 
   /** The loop watch's timer: called every LOOP_TICK_MS with the clock's time. */
   tick(now: number): void {
     const lag = now - this.lastTick;
-    if (lag > this.stallMs || lag < 0) this.stalled(now, lag);
+    if (lag > this.watch.stallMs || lag < 0) this.stalled(now, lag);
     this.lastTick = now;
   }
 
@@ -154,8 +188,22 @@ export class CacheFreshness {
 
   private stalled(now: number, lagMs: number): void {
     this.lastTick = now;
-    this.distrust(STALL_CAUSE);
-    this.events.stalled(lagMs);
+    const long = lagMs >= this.watch.longStallMs || lagMs < 0;
+    if (long) this.distrust(STALL_CAUSE);
+    if (!this.catchingUp) {
+      this.catchingUp = true;
+      // Two turns: the stall may have happened inside the current poll phase, whose list of readable sockets was
+      // taken before it; the next poll lists the subscriber's socket if anything arrived meanwhile.
+      this.caughtUp = new Promise((resolve) =>
+        this.watch.afterPoll(() =>
+          this.watch.afterPoll(() => {
+            this.catchingUp = false;
+            resolve();
+          }),
+        ),
+      );
+    }
+    this.events.stalled(lagMs, long);
   }
 
   private async syncSequence(cause: string): Promise<void> {

@@ -86,7 +86,7 @@ export class Metrics {
   });
   readonly loopStalls = new Counter({
     name: 'fortary_authz_event_loop_stalls_total',
-    help: 'Event-loop stalls longer than 50 ms; each made the cache untrusted until the subscription caught up.',
+    help: 'Event-loop stalls over 50 ms: Checks waited for pending events (from 1 s on, re-read the sequence).',
     registers: [this.registry],
   });
   readonly redisErrors = new Counter({
