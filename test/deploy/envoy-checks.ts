@@ -124,8 +124,62 @@ function isStatsOnlyRoute(route: Obj): boolean {
   return keys.length === 1 && match.path === '/stats/prometheus' && getOnly;
 }
 
-export function checkEnvoyConfig(config: unknown): string[] {
+export const FIXED_HEAP = 'envoy.resource_monitors.fixed_heap';
+export const GLOBAL_CONNECTIONS = 'envoy.resource_monitors.global_downstream_max_connections';
+const FIXED_HEAP_TYPE =
+  'type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig';
+const CONNECTIONS_TYPE =
+  'type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig';
+
+/** A resource monitor of the overload manager by name (its typed_config), or undefined. */
+export function resourceMonitor(config: unknown, name: string): Obj | undefined {
+  const monitor = arr(at(config, 'overload_manager', 'resource_monitors')).find(
+    (m) => at(m, 'name') === name,
+  );
+  return monitor === undefined ? undefined : obj(at(monitor, 'typed_config'));
+}
+
+/** The threshold at which `action` fires on `monitor`, or undefined when it is not configured. */
+export function overloadThreshold(config: unknown, action: string, monitor: string): number | undefined {
+  const entry = arr(at(config, 'overload_manager', 'actions')).find((a) => at(a, 'name') === action);
+  const trigger = arr(at(entry, 'triggers')).find((t) => at(t, 'name') === monitor);
+  return num(at(trigger, 'threshold', 'value'));
+}
+
+/** Envoy's edge best practices: a heap limit that sheds load before the OOM killer, and a connection cap. */
+function checkOverloadManager(config: unknown): string[] {
   const problems: string[] = [];
+  const heap = resourceMonitor(config, FIXED_HEAP);
+  const heapBytes = num(heap?.max_heap_size_bytes);
+  if (heap === undefined || heap['@type'] !== FIXED_HEAP_TYPE || heapBytes === undefined || heapBytes <= 0) {
+    problems.push(`overload_manager needs a ${FIXED_HEAP} monitor with max_heap_size_bytes above 0`);
+  }
+  for (const action of ['shrink_heap', 'stop_accepting_requests']) {
+    const threshold = overloadThreshold(config, `envoy.overload_actions.${action}`, FIXED_HEAP);
+    if (threshold === undefined || threshold <= 0 || threshold > 1) {
+      problems.push(`overload_manager needs envoy.overload_actions.${action} triggered by ${FIXED_HEAP}`);
+    }
+  }
+  const shrink = overloadThreshold(config, 'envoy.overload_actions.shrink_heap', FIXED_HEAP);
+  const stop = overloadThreshold(config, 'envoy.overload_actions.stop_accepting_requests', FIXED_HEAP);
+  if (shrink !== undefined && stop !== undefined && shrink >= stop) {
+    problems.push('overload_manager must shrink the heap before it stops accepting requests');
+  }
+  const connections = resourceMonitor(config, GLOBAL_CONNECTIONS);
+  const max = num(connections?.max_active_downstream_connections);
+  if (
+    connections === undefined ||
+    connections['@type'] !== CONNECTIONS_TYPE ||
+    max === undefined ||
+    max <= 0
+  ) {
+    problems.push(`overload_manager needs a ${GLOBAL_CONNECTIONS} monitor with a positive limit`);
+  }
+  return problems;
+}
+
+export function checkEnvoyConfig(config: unknown): string[] {
+  const problems: string[] = checkOverloadManager(config);
   const allClusters = clusters(config);
   const clusterByName = new Map(allClusters.map((c) => [str(c.name) ?? '', c]));
 

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import {
   authzEndpoint,
   checkEnvoyConfig,
@@ -12,6 +12,10 @@ import {
   connectionManagers,
   durationSeconds,
   EXT_AUTHZ_FILTER_NAME,
+  FIXED_HEAP,
+  GLOBAL_CONNECTIONS,
+  overloadThreshold,
+  resourceMonitor,
 } from './envoy-checks';
 import { arr, at, clone, obj, type Obj } from './json';
 
@@ -31,6 +35,13 @@ const authzCluster = (c: unknown): Obj => {
 };
 const routes = (c: unknown): Obj[] =>
   arr(at(publicManager(c).hcm, 'route_config', 'virtual_hosts', 0, 'routes')).map(obj);
+/** A Kubernetes memory quantity (Mi/Gi/bytes) in bytes. */
+function mebibytes(quantity: unknown): number {
+  const m = /^(\d+)(Mi|Gi)?$/.exec(String(quantity));
+  if (m === null) throw new Error(`unexpected memory quantity ${String(quantity)}`);
+  return Number(m[1]) * (m[2] === 'Gi' ? 2 ** 30 : m[2] === 'Mi' ? 2 ** 20 : 1);
+}
+const overload = (c: unknown): Obj => obj(at(c, 'overload_manager'));
 const jsonFormat = (c: unknown): Obj =>
   obj(at(publicManager(c).hcm, 'access_log', 0, 'typed_config', 'log_format', 'json_format'));
 
@@ -75,6 +86,25 @@ describe('envoy/envoy.yaml', () => {
     expect(Object.keys(fields)).toEqual(
       expect.arrayContaining(['method', 'path', 'response_code', 'request_id']),
     );
+  });
+
+  it('sheds load before the envoy container runs out of memory, and caps connections', () => {
+    const heap = Number(resourceMonitor(config, FIXED_HEAP)?.max_heap_size_bytes);
+    const deployment = parseAllDocuments(readFileSync(path.join(ROOT, 'deploy/base/deployment.yaml'), 'utf8'))
+      .map((d) => d.toJS() as unknown)
+      .find((d) => at(d, 'kind') === 'Deployment');
+    const envoy = arr(at(deployment, 'spec', 'template', 'spec', 'containers')).find(
+      (c) => at(c, 'name') === 'envoy',
+    );
+    const limit = mebibytes(at(envoy, 'resources', 'limits', 'memory'));
+    // The heap is not all of Envoy's memory: leave at least 15% of the limit for the rest.
+    expect(heap).toBeGreaterThan(0);
+    expect(heap).toBeLessThanOrEqual(limit * 0.85);
+    expect(overloadThreshold(config, 'envoy.overload_actions.shrink_heap', FIXED_HEAP)).toBe(0.95);
+    expect(overloadThreshold(config, 'envoy.overload_actions.stop_accepting_requests', FIXED_HEAP)).toBe(
+      0.98,
+    );
+    expect(resourceMonitor(config, GLOBAL_CONNECTIONS)?.max_active_downstream_connections).toBe(5000);
   });
 
   // Each breakage must produce the matching problem: this is what makes the checks above meaningful.
@@ -249,6 +279,57 @@ describe('envoy/envoy.yaml', () => {
       /forwards to fortary_api without the ext_authz filter/,
     ],
   ];
+
+  breakages.push(
+    ['no overload manager', (c) => delete obj(c).overload_manager, /fixed_heap monitor/],
+    [
+      'no heap limit',
+      (c) =>
+        (overload(c).resource_monitors = arr(overload(c).resource_monitors).filter(
+          (m) => at(m, 'name') !== FIXED_HEAP,
+        )),
+      /fixed_heap monitor/,
+    ],
+    [
+      'no global connection limit',
+      (c) =>
+        (overload(c).resource_monitors = arr(overload(c).resource_monitors).filter(
+          (m) => at(m, 'name') !== GLOBAL_CONNECTIONS,
+        )),
+      /global_downstream_max_connections monitor/,
+    ],
+    [
+      'connection limit 0',
+      (c) => (obj(resourceMonitor(c, GLOBAL_CONNECTIONS)).max_active_downstream_connections = 0),
+      /global_downstream_max_connections monitor with a positive limit/,
+    ],
+    [
+      'never stops accepting requests',
+      (c) =>
+        (overload(c).actions = arr(overload(c).actions).filter(
+          (a) => at(a, 'name') !== 'envoy.overload_actions.stop_accepting_requests',
+        )),
+      /stop_accepting_requests/,
+    ],
+    [
+      'never shrinks the heap',
+      (c) =>
+        (overload(c).actions = arr(overload(c).actions).filter(
+          (a) => at(a, 'name') !== 'envoy.overload_actions.shrink_heap',
+        )),
+      /shrink_heap/,
+    ],
+    [
+      'stops accepting before shrinking',
+      (c) => {
+        const shrink = arr(overload(c).actions).find(
+          (a) => at(a, 'name') === 'envoy.overload_actions.shrink_heap',
+        );
+        obj(at(shrink, 'triggers', 0, 'threshold')).value = 0.99;
+      },
+      /shrink the heap before/,
+    ],
+  );
 
   it.each(breakages)('catches: %s', (_name, breakIt, expected) => {
     const broken = clone(config);
