@@ -123,7 +123,7 @@ function globalOptions(argv: readonly string[]): { redisFlag: string | undefined
   return { redisFlag, rest };
 }
 
-/** setup: loads the function library unless this version is loaded already. */
+/** setup: loads the function library unless this version or a newer one is loaded already. */
 async function setup(ctx: Context, args: readonly string[]): Promise<void> {
   ctx.parse('setup', args, {});
   const result = await ctx.withRedis((redis) => ensureLibrary(redis));

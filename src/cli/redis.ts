@@ -86,7 +86,7 @@ async function connect(redis: Redis, url: string, cause: () => unknown): Promise
 }
 
 /** Loads the function library if needed; an ACL without FUNCTION or a Redis without functions is one clear line. */
-export async function ensureLibrary(redis: Redis): Promise<'loaded' | 'current'> {
+export async function ensureLibrary(redis: Redis): Promise<'loaded' | 'current' | 'newer'> {
   try {
     return await ensureFunctionLibrary(redis);
   } catch (error) {

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import bcrypt from 'bcrypt';
 import type Redis from 'ioredis';
+import { FUNCTION_LIBRARY_VERSION, functionLibrarySource } from '../../src/adapters/redis/function-library';
 import { run, USAGE } from '../../src/cli/main';
 import { parseKeyRecord, parseUserRecord } from '../../src/core/records';
 import { parseToken } from '../../src/core/token';
@@ -151,6 +152,18 @@ describe('the binary, main paths', () => {
   test('setup loads the function library once, then reports it current', async () => {
     expect(await bin(['setup'])).toMatchObject({ code: 0, stdout: 'loaded\n', stderr: '' });
     expect(await bin(['setup'])).toMatchObject({ code: 0, stdout: 'current\n', stderr: '' });
+  });
+
+  test('setup never downgrades: a newer library (a later release rolling out) stays loaded', async () => {
+    const newer = `${Number(FUNCTION_LIBRARY_VERSION.split('.')[0]) + 1}`;
+    const source = functionLibrarySource().replace(/^local VERSION = '.*'$/m, `local VERSION = '${newer}'`);
+    await redis.call('FUNCTION', 'LOAD', 'REPLACE', source);
+    try {
+      expect(await bin(['setup'])).toMatchObject({ code: 0, stdout: 'newer\n', stderr: '' });
+      expect(await redis.call('FCALL_RO', 'fortary_version', '0')).toBe(newer);
+    } finally {
+      await redis.call('FUNCTION', 'LOAD', 'REPLACE', functionLibrarySource());
+    }
   });
 
   test('users put creates and replaces a user', async () => {

@@ -151,12 +151,52 @@ describe('loading', () => {
     expect(functionLibrarySource()).toContain(`local VERSION = '${FUNCTION_LIBRARY_VERSION}'`);
   });
 
-  test('replaces another version', async () => {
-    const older = functionLibrarySource().replace(/^local VERSION = '.*'$/m, "local VERSION = 'older'");
-    await redis.call('FUNCTION', 'LOAD', 'REPLACE', older);
-    expect(await redis.call('FCALL_RO', 'fortary_version', '0')).toBe('older');
+  /** This library's source under another version (a stand-in for the code of an older or newer release). */
+  const libraryAt = (version: string) => ({
+    version,
+    source: functionLibrarySource().replace(/^local VERSION = '.*'$/m, `local VERSION = '${version}'`),
+  });
+  const loadedVersion = async () => String(await redis.call('FCALL_RO', 'fortary_version', '0'));
+  const loadedCode = async () => {
+    const list = (await redis.call('FUNCTION', 'LIST', 'WITHCODE')) as unknown[][];
+    const entry = list.find((lib) => lib[1] === 'fortary') ?? [];
+    return String(entry[entry.indexOf('library_code') + 1]);
+  };
+  // The next release: the first component bumped (works whether versions stay integers or grow parts).
+  const NEWER = `${Number(FUNCTION_LIBRARY_VERSION.split('.')[0]) + 1}`;
+
+  test('only ever upgrades: a newer library stays, an older one is replaced', async () => {
+    await redis.function('FLUSH');
+    // A pod of the next release loads its library first...
+    expect(await ensureFunctionLibrary(redis, libraryAt(NEWER))).toBe('loaded');
+    const newerCode = await loadedCode();
+    expect(newerCode).toContain(`local VERSION = '${NEWER}'`);
+    // ...and this release's loader (sidecar reconnect, CLI write) leaves it alone, however often it runs.
+    expect(await ensureFunctionLibrary(redis)).toBe('newer');
+    expect(await ensureFunctionLibrary(redis)).toBe('newer');
+    expect(await loadedVersion()).toBe(NEWER);
+    expect(await loadedCode()).toBe(newerCode);
+    // This release on an older library: upgraded once, then current.
+    await redis.call('FUNCTION', 'LOAD', 'REPLACE', libraryAt('0').source);
     expect(await ensureFunctionLibrary(redis)).toBe('loaded');
-    expect(await redis.call('FCALL_RO', 'fortary_version', '0')).toBe(FUNCTION_LIBRARY_VERSION);
+    expect(await loadedVersion()).toBe(FUNCTION_LIBRARY_VERSION);
+    expect(await ensureFunctionLibrary(redis)).toBe('current');
+    // ...and the next release's loader replaces it in turn.
+    expect(await ensureFunctionLibrary(redis, libraryAt(NEWER))).toBe('loaded');
+    expect(await loadedVersion()).toBe(NEWER);
+    await redis.function('FLUSH');
+  });
+
+  test('versions compare numerically, not as strings; a malformed loaded version is replaced', async () => {
+    await redis.function('FLUSH');
+    await ensureFunctionLibrary(redis, libraryAt('10'));
+    expect(await ensureFunctionLibrary(redis, libraryAt('9'))).toBe('newer');
+    expect(await ensureFunctionLibrary(redis, libraryAt('10.0'))).toBe('current');
+    expect(await ensureFunctionLibrary(redis, libraryAt('10.1'))).toBe('loaded');
+    expect(await loadedVersion()).toBe('10.1');
+    await redis.call('FUNCTION', 'LOAD', 'REPLACE', libraryAt('older').source);
+    expect(await ensureFunctionLibrary(redis)).toBe('loaded');
+    expect(await loadedVersion()).toBe(FUNCTION_LIBRARY_VERSION);
   });
 
   test('concurrent loaders on a fresh Redis all succeed', async () => {

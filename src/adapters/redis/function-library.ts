@@ -1,13 +1,19 @@
 /**
- * Loads the `fortary` Redis function library (functions.lua) when it is missing or another version, and leaves
- * it alone otherwise, so every CLI run and every sidecar start can call ensureFunctionLibrary() cheaply.
+ * Loads the `fortary` Redis function library (functions.lua) when it is missing or OLDER than this code's, and
+ * leaves it alone otherwise, so every CLI run and every sidecar (re)connect can call ensureFunctionLibrary()
+ * cheaply. Never downgrading is what keeps a rolling upgrade from flapping: old and new pods both re-check on every
+ * reconnect, and if each replaced a *differing* version they would swap the library back and forth. A newer
+ * library keeps every function and argument older code calls (docs/redis-contract.md), so old pods run on it.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type Redis from 'ioredis';
 
 export const FUNCTION_LIBRARY_NAME = 'fortary';
-/** Must equal `local VERSION` in functions.lua (checked when the file is read). */
+/**
+ * Must equal `local VERSION` in functions.lua (checked when the file is read). Dot-separated non-negative integers
+ * ('3', '3.1'), compared numerically: bump it on every change to functions.lua.
+ */
 export const FUNCTION_LIBRARY_VERSION = '1';
 
 /** Where the library lives in the sources, relative to the package root (tsc does not copy .lua files). */
@@ -63,12 +69,48 @@ export async function loadedFunctionLibraryVersion(redis: Redis): Promise<string
 }
 
 /**
- * Loads the library unless this version is already there. Concurrent callers may both load it; REPLACE makes
- * that harmless. Errors (an ACL without FUNCTION, Redis < 7 without functions) are thrown as they come.
+ * Orders two library versions: negative when `a` is older than `b`, 0 when equal, positive when newer. Each is
+ * dot-separated non-negative integers, compared numerically part by part ('10' > '9', '2.1' > '2'); a version
+ * that is not in that form is older than any that is (no loader of this code wrote it).
  */
-export async function ensureFunctionLibrary(redis: Redis): Promise<'loaded' | 'current'> {
-  const source = functionLibrarySource();
-  if ((await loadedFunctionLibraryVersion(redis)) === FUNCTION_LIBRARY_VERSION) return 'current';
-  await redis.call('FUNCTION', 'LOAD', 'REPLACE', source);
+export function compareLibraryVersions(a: string, b: string): number {
+  const pa = parseVersion(a);
+  const pb = parseVersion(b);
+  if (pa === null || pb === null) return pa === null ? (pb === null ? 0 : -1) : 1;
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0n) - (pb[i] ?? 0n);
+    if (d !== 0n) return d < 0n ? -1 : 1;
+  }
+  return 0;
+}
+
+function parseVersion(version: string): bigint[] | null {
+  if (!/^\d+(?:\.\d+)*$/.test(version)) return null;
+  return version.split('.').map((part) => BigInt(part));
+}
+
+export interface FunctionLibrary {
+  source: string;
+  version: string;
+}
+
+/**
+ * Loads the library when it is missing or older than `library` (this code's by default); leaves an equal or newer
+ * one in place ('current' / 'newer'). Concurrent loaders of one version may both load it; REPLACE makes that
+ * harmless. A loader that read an older version just before a newer loader replaced it can still put its own back
+ * once (Redis has no compare-and-load); the newer pods restore theirs at their next reconnect, and nothing loops.
+ * Errors (an ACL without FUNCTION, Redis < 7 without functions) are thrown as they come.
+ */
+export async function ensureFunctionLibrary(
+  redis: Redis,
+  library: FunctionLibrary = { source: functionLibrarySource(), version: FUNCTION_LIBRARY_VERSION },
+): Promise<'loaded' | 'current' | 'newer'> {
+  const loaded = await loadedFunctionLibraryVersion(redis);
+  if (loaded !== null) {
+    const order = compareLibraryVersions(loaded, library.version);
+    if (order === 0) return 'current';
+    if (order > 0) return 'newer';
+  }
+  await redis.call('FUNCTION', 'LOAD', 'REPLACE', library.source);
   return 'loaded';
 }

@@ -9,8 +9,10 @@
   The functions name ids, not Redis keys, in KEYS[1] (the interface is `FCALL fortary_revoke 1 <keyId>`), and touch
   several keys each: this library is for standalone Redis and Sentinel, not Redis Cluster.
 
-  Bump VERSION on every change, together with FUNCTION_LIBRARY_VERSION in function-library.ts: loaders replace the
-  library only when the version they find differs from theirs.
+  Bump VERSION on every change, together with FUNCTION_LIBRARY_VERSION in function-library.ts (dot-separated
+  integers, compared numerically): loaders replace the library only when the version they find is OLDER than
+  theirs, so a newer library stays loaded while older pods still run. Keep every function and argument older code
+  calls: only add functions or optional arguments.
 ]]
 
 local VERSION = '1'
