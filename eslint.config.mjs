@@ -1,6 +1,18 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Redis key names and the event channel live in one module (the sidecar's and the CLI's single definition). */
+const KEYSPACE_LITERALS = [
+  {
+    selector: 'Literal[value=/^fortary:/]',
+    message: 'Redis key names and the event channel come from src/adapters/redis/keyspace.ts.',
+  },
+  {
+    selector: 'TemplateElement[value.raw=/^fortary:/]',
+    message: 'Redis key names and the event channel come from src/adapters/redis/keyspace.ts.',
+  },
+];
+
 export default tseslint.config(
   { ignores: ['dist/**', 'coverage/**', 'node_modules/**', '**/*.js', '**/*.mjs'] },
   js.configs.recommended,
@@ -11,6 +23,11 @@ export default tseslint.config(
       eqeqeq: ['error', 'always'],
       'no-console': 'off',
     },
+  },
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/adapters/redis/keyspace.ts'],
+    rules: { 'no-restricted-syntax': ['error', ...KEYSPACE_LITERALS] },
   },
   {
     // Tests read decoded protobuf objects, whose shape is checked by the assertions themselves.

@@ -5,6 +5,7 @@
  */
 import Redis from 'ioredis';
 import { ensureFunctionLibrary } from '../adapters/redis/function-library';
+import { keyHash, userString } from '../adapters/redis/keyspace';
 import { parseKeyRecord, parseUserRecord } from '../core/records';
 import type { KeyRecord, UserRecord } from '../core/types';
 import { CliError, UsageError, oneLine } from './errors';
@@ -118,9 +119,8 @@ function isReplyError(error: unknown): boolean {
   return (error as { name?: unknown } | null)?.name === 'ReplyError';
 }
 
-export const keyHash = (keyId: string) => `fortary:key:${keyId}`;
-export const userString = (userId: string) => `fortary:user:${userId}`;
-export const userKeysSet = (userId: string) => `fortary:user-keys:${userId}`;
+// The key names are the sidecar's (one definition); re-exported for the CLI modules.
+export { keyHash, userKeysSet, userString } from '../adapters/redis/keyspace';
 
 export type StoredKey = { ok: true; record: KeyRecord } | { ok: false; keyId: string; problem: string };
 

@@ -41,7 +41,16 @@ export const GrpcCode = {
   UNAUTHENTICATED: 16,
 } as const;
 
+/**
+ * What kind of answer a Check ended with, the one value the decision log (`decision`), the metrics (`outcome`
+ * label) and Envoy's dynamic metadata (`decision`) all carry. 'error' is an answer about us (503/500), not about
+ * the request: that is what operators alert on.
+ */
+export type DecisionKind = 'allow' | 'deny' | 'error';
+
 export interface Outcome {
+  /** 'deny' (the request is refused) or 'error' (we could not decide); never 'allow'. */
+  kind: Exclude<DecisionKind, 'allow'>;
   grpcCode: number;
   httpStatus: number;
   /** Machine-readable code in the JSON body. */
@@ -57,6 +66,7 @@ const UNAUTHENTICATED_MESSAGE =
   'A valid API key is required. Send it as a bearer token: "Authorization: Bearer <API key>".';
 
 const unauthenticated = (bearerError: Outcome['bearerError']): Outcome => ({
+  kind: 'deny',
   grpcCode: GrpcCode.UNAUTHENTICATED,
   httpStatus: 401,
   publicCode: 'unauthenticated',
@@ -65,6 +75,7 @@ const unauthenticated = (bearerError: Outcome['bearerError']): Outcome => ({
 });
 
 const forbidden = (publicCode: string, publicMessage: string): Outcome => ({
+  kind: 'deny',
   grpcCode: GrpcCode.PERMISSION_DENIED,
   httpStatus: 403,
   publicCode,
@@ -72,6 +83,7 @@ const forbidden = (publicCode: string, publicMessage: string): Outcome => ({
 });
 
 const UNAVAILABLE: Outcome = {
+  kind: 'error',
   grpcCode: GrpcCode.UNAVAILABLE,
   httpStatus: 503,
   publicCode: 'unavailable',
@@ -102,6 +114,7 @@ export function outcomeFor(reason: DenyReason): Outcome {
       };
     case 'path_rejected':
       return {
+        kind: 'deny',
         grpcCode: GrpcCode.INVALID_ARGUMENT,
         httpStatus: 400,
         publicCode: 'invalid_path',
@@ -121,6 +134,7 @@ export function outcomeFor(reason: DenyReason): Outcome {
       return UNAVAILABLE;
     case 'internal_error':
       return {
+        kind: 'error',
         grpcCode: GrpcCode.INTERNAL,
         httpStatus: 500,
         publicCode: 'internal_error',
@@ -129,6 +143,16 @@ export function outcomeFor(reason: DenyReason): Outcome {
     default:
       return assertNever(reason);
   }
+}
+
+const KINDS = new Map<DenyReason | 'allowed', DecisionKind>([
+  ['allowed', 'allow'],
+  ...DENY_REASONS.map((reason) => [reason, outcomeFor(reason).kind] as const),
+]);
+
+/** The kind of a Check's final reason, from the table above (one Map lookup: it runs once per Check). */
+export function decisionKind(reason: DenyReason | 'allowed'): DecisionKind {
+  return KINDS.get(reason) ?? 'error';
 }
 
 function assertNever(value: never): never {

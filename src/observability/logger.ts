@@ -95,7 +95,8 @@ export function createLogger(level: string, destination?: pino.DestinationStream
 
 /** The fields of the one log line every Check decision writes (`msg: "check"`). None is a secret. */
 export interface DecisionFields {
-  decision: 'allow' | 'deny';
+  /** The outcome table's kind: the same value as the metric's `outcome` label and Envoy's `decision` metadata. */
+  decision: 'allow' | 'deny' | 'error';
   reason: string;
   detail?: string | undefined;
   keyId?: string | undefined;

@@ -7,9 +7,10 @@
  * per Check. A scrape therefore always reports every Check answered before it.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { DENY_REASONS, type DenyReason } from '../core/outcome';
+import { DENY_REASONS, decisionKind, type DecisionKind, type DenyReason } from '../core/outcome';
 
-export type DecisionOutcome = 'allow' | 'deny' | 'error';
+/** The `outcome` label: the outcome table's kind (core/outcome.ts). */
+export type DecisionOutcome = DecisionKind;
 
 export class Metrics {
   readonly registry = new Registry();
@@ -258,10 +259,5 @@ class PendingHistogram {
   }
 }
 
-/** 'error' is an answer about us (503/500), not about the request: alert on it. */
-export function outcomeOf(reason: DenyReason | 'allowed'): DecisionOutcome {
-  if (reason === 'allowed') return 'allow';
-  if (reason === 'store_unavailable' || reason === 'overloaded' || reason === 'internal_error')
-    return 'error';
-  return 'deny';
-}
+/** The `outcome` label of a reason: its kind in the outcome table (core/outcome.ts), nothing decided here. */
+export const outcomeOf = decisionKind;

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import type { CheckService } from '../../app/check';
 import { isPromise } from '../../app/maybe-async';
-import type { Decision } from '../../core/outcome';
+import { decisionKind, type Decision } from '../../core/outcome';
 import type { AuthzRequest } from '../../core/types';
 import { decisionLogger, type DecisionLog } from '../../observability/logger';
 import type { Metrics } from '../../observability/metrics';
@@ -88,7 +88,7 @@ function logDecision(log: DecisionLog, req: AuthzRequest, decision: Decision, se
         ? 'warn'
         : 'info';
   log(level, {
-    decision: decision.allow ? 'allow' : 'deny',
+    decision: decisionKind(decision.reason),
     reason: decision.reason,
     detail: decision.allow ? undefined : decision.detail,
     keyId: decision.keyId,

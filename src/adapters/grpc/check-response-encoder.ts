@@ -340,9 +340,8 @@ function denialWithMetadata(
   keyId?: string,
   userId?: string,
 ): Buffer {
-  const decision = outcome.httpStatus >= 500 ? 'error' : 'deny';
   return withMetadata(prefix, [
-    ['decision', decision],
+    ['decision', outcome.kind],
     ['reason', reason],
     ['key_id', keyId],
     ['user_id', userId],

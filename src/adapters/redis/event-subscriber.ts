@@ -9,7 +9,7 @@ import type Redis from 'ioredis';
 import { parseEvent, type ChangeEvent } from '../../core/events';
 import type { CacheFreshness } from '../../app/freshness';
 import { describeRedisError } from './connections';
-import { EVENTS_CHANNEL } from './record-store';
+import { EVENTS_CHANNEL } from './keyspace';
 
 export interface SubscriberHooks {
   connected(connected: boolean): void;

@@ -6,11 +6,10 @@ import type { KeyHashFields } from '../../core/records';
 import { StoreUnavailableError, WrongType, type RecordStore } from '../../app/ports';
 import { describeRedisError } from './connections';
 
-export const KEY_PREFIX = 'fortary:key:';
-export const USER_PREFIX = 'fortary:user:';
-export const USER_KEYS_PREFIX = 'fortary:user-keys:';
-export const SEQUENCE_KEY = 'fortary:events:seq';
-export const EVENTS_CHANNEL = 'fortary:events';
+import { SEQUENCE_KEY, keyHash, userString } from './keyspace';
+
+// Kept importable from here for existing callers; the names are defined in keyspace.ts.
+export { EVENTS_CHANNEL, KEY_PREFIX, SEQUENCE_KEY, USER_KEYS_PREFIX, USER_PREFIX } from './keyspace';
 
 /**
  * A connection on which every command has timed out for this long is presumed half-open (the peer vanished without
@@ -28,7 +27,7 @@ export class RedisRecordStore implements RecordStore {
   ) {}
 
   async getKey(keyId: string): Promise<KeyHashFields | null | WrongType> {
-    const key = KEY_PREFIX + keyId;
+    const key = keyHash(keyId);
     const reply = await this.call('getKey', key, () => this.redis.hmget(key, 'record', 'revokedAt'));
     if (reply instanceof WrongType) return reply;
     const [record, revokedAt] = reply as [string | null, string | null];
@@ -37,7 +36,7 @@ export class RedisRecordStore implements RecordStore {
   }
 
   async getUser(userId: string): Promise<string | null | WrongType> {
-    const key = USER_PREFIX + userId;
+    const key = userString(userId);
     return this.call('getUser', key, () => this.redis.get(key));
   }
 

@@ -2,9 +2,17 @@
  * Pins THE table in src/core/outcome.ts: what Envoy (gRPC code), the client (HTTP status, public code/message,
  * WWW-Authenticate error) and the operator see for every reason a Check can end with.
  */
-import { DENY_REASONS, GrpcCode, outcomeFor, type DenyReason, type Outcome } from '../../../src/core/outcome';
+import {
+  decisionKind,
+  DENY_REASONS,
+  GrpcCode,
+  outcomeFor,
+  type DenyReason,
+  type Outcome,
+} from '../../../src/core/outcome';
 
 const SHARED_401 = {
+  kind: 'deny' as const,
   grpcCode: 16,
   httpStatus: 401,
   publicCode: 'unauthenticated',
@@ -25,12 +33,14 @@ const EXPECTED: Record<DenyReason, Outcome> = {
   owner_inactive: { ...SHARED_401, bearerError: 'invalid_token' },
   record_invalid: { ...SHARED_401, bearerError: 'invalid_token' },
   ip_not_allowed: {
+    kind: 'deny',
     grpcCode: 7,
     httpStatus: 403,
     publicCode: 'ip_not_allowed',
     publicMessage: 'This API key may not be used from this network address.',
   },
   scope_insufficient: {
+    kind: 'deny',
     grpcCode: 7,
     httpStatus: 403,
     publicCode: 'insufficient_scope',
@@ -38,42 +48,49 @@ const EXPECTED: Record<DenyReason, Outcome> = {
     bearerError: 'insufficient_scope',
   },
   path_rejected: {
+    kind: 'deny',
     grpcCode: 3,
     httpStatus: 400,
     publicCode: 'invalid_path',
     publicMessage: 'The request path is not in canonical form.',
   },
   vault_missing: {
+    kind: 'deny',
     grpcCode: 7,
     httpStatus: 403,
     publicCode: 'vault_required',
     publicMessage: 'This API key only grants access to paths under /v1/vaults/{vaultId}.',
   },
   vault_not_allowed: {
+    kind: 'deny',
     grpcCode: 7,
     httpStatus: 403,
     publicCode: 'vault_not_allowed',
     publicMessage: 'This API key does not grant access to this vault.',
   },
   role_missing: {
+    kind: 'deny',
     grpcCode: 7,
     httpStatus: 403,
     publicCode: 'role_missing',
     publicMessage: "The key's owner does not hold the Developer role on this vault.",
   },
   store_unavailable: {
+    kind: 'error',
     grpcCode: 14,
     httpStatus: 503,
     publicCode: 'unavailable',
     publicMessage: 'Authorization is temporarily unavailable. Retry shortly.',
   },
   overloaded: {
+    kind: 'error',
     grpcCode: 14,
     httpStatus: 503,
     publicCode: 'unavailable',
     publicMessage: 'Authorization is temporarily unavailable. Retry shortly.',
   },
   internal_error: {
+    kind: 'error',
     grpcCode: 13,
     httpStatus: 500,
     publicCode: 'internal_error',
@@ -187,6 +204,14 @@ describe('outcome table', () => {
       'overloaded',
       'store_unavailable',
     ]);
+  });
+
+  it("'error' is exactly the answers about us (5xx); everything else refused is 'deny'", () => {
+    for (const reason of DENY_REASONS) {
+      expect(outcomeFor(reason).kind).toBe(outcomeFor(reason).httpStatus >= 500 ? 'error' : 'deny');
+      expect(decisionKind(reason)).toBe(outcomeFor(reason).kind);
+    }
+    expect(decisionKind('allowed')).toBe('allow');
   });
 
   it('an unknown reason is a programming error, not a silent default', () => {

@@ -1,0 +1,20 @@
+/**
+ * The Redis key names and the event channel of the contract (docs/redis-contract.md), defined here once for the
+ * sidecar and the CLI. functions.lua cannot import them and spells them out; a unit test holds its copies equal to
+ * these, and an ESLint rule keeps `fortary:` literals out of the rest of src/.
+ */
+
+/** Hash `fortary:key:<keyId>`: fields `record` (JSON) and `revokedAt`. */
+export const KEY_PREFIX = 'fortary:key:';
+/** String `fortary:user:<userId>`: the user record (JSON). */
+export const USER_PREFIX = 'fortary:user:';
+/** Set `fortary:user-keys:<userId>`: the ids of the user's keys. */
+export const USER_KEYS_PREFIX = 'fortary:user-keys:';
+/** The sequence number every change event advances. */
+export const SEQUENCE_KEY = 'fortary:events:seq';
+/** The pub/sub channel of change events. */
+export const EVENTS_CHANNEL = 'fortary:events';
+
+export const keyHash = (keyId: string): string => KEY_PREFIX + keyId;
+export const userString = (userId: string): string => USER_PREFIX + userId;
+export const userKeysSet = (userId: string): string => USER_KEYS_PREFIX + userId;

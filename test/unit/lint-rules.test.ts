@@ -1,0 +1,63 @@
+/**
+ * The project's own ESLint rules fire: each snippet is linted with the real config (eslint.config.mjs) through
+ * ESLint's API (test/support/lint-snippets.mjs) as if it were a file at the given path, and must be refused with the rule's message; the allowed spelling next to it must
+ * pass. A rule that silently stopped matching (a selector typo, a config block that no longer applies) fails here.
+ */
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+
+const ROOT = path.resolve(__dirname, '../..');
+
+/** ESLint's findings ("rule: message") for each snippet, linted as the file at its path. */
+function lint(snippets: { file: string; code: string }[]): string[][] {
+  const out = execFileSync(process.execPath, [path.join(ROOT, 'test/support/lint-snippets.mjs')], {
+    cwd: ROOT,
+    input: JSON.stringify(snippets.map((s) => ({ ...s, file: path.join(ROOT, s.file) }))),
+  });
+  return JSON.parse(out.toString('utf8')) as string[][];
+}
+
+const refused: [string, string, string, RegExp][] = [
+  [
+    'a Redis key name spelled outside keyspace.ts',
+    'src/cli/probe.ts',
+    "export const k = (id: string) => 'fortary:key:' + id;\n",
+    /keyspace\.ts/,
+  ],
+  [
+    'a key name in a template literal',
+    'src/app/probe.ts',
+    'export const k = (id: string) => `fortary:user:${id}`;\n',
+    /keyspace\.ts/,
+  ],
+];
+
+/** Snippets that must pass: the allowed spelling of each refused one. */
+const allowed: [string, string, string][] = [
+  [
+    'the key names in keyspace.ts itself',
+    'src/adapters/redis/keyspace.ts',
+    "export const KEY_PREFIX = 'fortary:key:';\n",
+  ],
+  [
+    'a key name built from keyspace.ts',
+    'src/cli/probe.ts',
+    "import { keyHash } from '../adapters/redis/keyspace';\nexport const k = keyHash('abc');\n",
+  ],
+];
+
+describe('ESLint rules of this project', () => {
+  // One ESLint process for every snippet.
+  const results = lint([...refused, ...allowed].map(([, file, code]) => ({ file, code })));
+
+  it.each(refused.map((row, i) => [...row, i] as const))('refuses %s', (_name, _file, _code, expected, i) => {
+    expect(results[i]).toEqual(expect.arrayContaining([expect.stringMatching(expected)]));
+  });
+
+  it.each(allowed.map((row, i) => [...row, refused.length + i] as const))(
+    'allows %s',
+    (_name, _file, _code, i) => {
+      expect(results[i]).toEqual([]);
+    },
+  );
+});
