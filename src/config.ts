@@ -27,6 +27,8 @@ export interface Config {
   drainTimeoutMs: number;
   heartbeatMs: number;
   logLevel: string;
+  /** The pod name (HOSTNAME, else the host name): the first half of the sidecar's acknowledgement id. */
+  hostname: string;
 }
 
 export type ConfigResult = { ok: true; config: Readonly<Config> } | { ok: false; problems: string[] };
@@ -82,6 +84,7 @@ export function readConfig(env: NodeJS.ProcessEnv): ConfigResult {
     },
     drainTimeoutMs: p.integer('FORTARY_DRAIN_TIMEOUT_MS', 10_000, 0, 600_000),
     heartbeatMs: p.integer('FORTARY_HEARTBEAT_MS', 1000, 50, 60_000),
+    hostname: env.HOSTNAME?.trim() || os.hostname(),
     logLevel: p.oneOf('FORTARY_LOG_LEVEL', 'info', LOG_LEVELS),
   };
   for (const [name, a, b] of [

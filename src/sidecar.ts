@@ -17,10 +17,12 @@ import { GrpcH2Server } from './adapters/grpc/h2-grpc-server';
 import { addHealthService, Health } from './adapters/grpc/health-service';
 import { CHECK_METHOD_PATH } from './adapters/grpc/service-definition';
 import { createRedis, describeRedisError, reviveAfterEnd } from './adapters/redis/connections';
+import { AckReporter } from './adapters/redis/ack-reporter';
 import { EventSubscriber } from './adapters/redis/event-subscriber';
 import { ensureFunctionLibrary } from './adapters/redis/function-library';
 import { RedisRecordStore } from './adapters/redis/record-store';
 import { Metrics } from './observability/metrics';
+import { version } from '../package.json';
 
 export interface SidecarOptions {
   logger: Logger;
@@ -66,14 +68,17 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
   });
   const clock = options.clock ?? systemClock;
   let subscriber: EventSubscriber | null = null;
+  let acks: AckReporter | null = null;
   const stallLog = stallReporter(logger, metrics);
   const freshness = new CacheFreshness(store, cache, {
     trustChanged: (trusted, cause) => {
+      if (trusted) acks?.report();
       // Stalls are summarised by stallLog: a CPU-throttled pod may stall many times a second.
       if (cause === STALL_CAUSE) return;
       logger[trusted ? 'info' : 'warn']({ trusted, cause }, trusted ? 'cache trusted' : 'cache not trusted');
     },
     eventApplied: (event, gap) => {
+      acks?.report();
       if (gap) logger.warn({ seq: event.seq }, 'event sequence gap: cache flushed');
     },
     stalled: (lagMs, distrusted) => {
@@ -130,6 +135,19 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     stopRevivingSubscriber();
     return subscriber.close();
   });
+
+  const identity = { id: `${config.hostname}@${new Date().toISOString()}`, version };
+  const ackReporter = new AckReporter(
+    redis,
+    identity,
+    () => freshness.sequence,
+    config.heartbeatMs,
+    () => metrics.redisErrors.labels('ack').inc(),
+  );
+  acks = ackReporter;
+  ackReporter.start();
+  redis.on('ready', () => ackReporter.report());
+  closers.push(() => ackReporter.close());
 
   try {
     // Admin and health listeners start first and close last: probes see NOT_SERVING while checks drain.

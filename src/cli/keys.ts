@@ -32,6 +32,7 @@ import {
   userKeysSet,
   type StoredKey,
 } from './redis';
+import { reportWait, waitForSidecars, waitRequest, WAIT_OPTIONS, type WaitResult } from './sidecars';
 import { sidecarLine } from './users';
 
 export async function keysCommand(ctx: Context, args: readonly string[]): Promise<void> {
@@ -136,9 +137,11 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
       ...EXPIRY_OPTIONS,
       reactivate: { type: 'boolean' },
       label: { type: 'string' },
+      ...WAIT_OPTIONS,
     },
     ['<keyId>'],
   );
+  const wait = waitRequest('keys edit', values);
   const keyId = requireKeyId(positionals[0]);
   const vaults = vaultIds(listOption(values, 'vault'), '--vault');
   const ips = cidrs(listOption(values, 'ip'));
@@ -165,7 +168,7 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
     );
   }
 
-  const updated = await ctx.withRedis(async (redis) => {
+  const { updated, waited } = await ctx.withRedis(async (redis) => {
     const key = await requireKey(redis, keyId);
     if (key.revokedAt !== null) throw new CliError(`key ${keyId} is revoked; a revoked key cannot be edited`);
     checkReactivation(key, newExpiry, reactivate, ctx.now());
@@ -180,11 +183,13 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
     };
     await ensureLibrary(redis);
     await fcall(redis, 'fortary_put_key', keyId, serializeKeyRecord(next), 'edit');
-    return next;
+    return { updated: next, waited: wait && (await waitForSidecars(redis, wait.timeoutMs)) };
   });
+  if (wait?.json && waited) return reportWait(ctx, waited, { ...wait, what: 'the edit' });
   ctx.io.out(`Updated key ${keyId}.`);
   if (reactivate) ctx.io.out(`Key ${keyId} had expired; it is reactivated and works again.`);
   for (const line of describeKey(keyView(updated, ctx.now()))) ctx.io.out(line);
+  if (wait && waited) reportWait(ctx, waited, { ...wait, what: 'the edit' });
 }
 
 /**
@@ -209,16 +214,21 @@ function checkReactivation(
     throw new CliError(`key ${key.id} has not expired; --reactivate is only for expired keys`);
 }
 
-/** keys revoke <keyId> */
+/** keys revoke <keyId> [--wait [--timeout <N>s|ms] [--json]] */
 async function revokeKey(ctx: Context, args: readonly string[]): Promise<void> {
-  const { positionals } = ctx.parse('keys revoke', args, {}, ['<keyId>']);
+  const { values, positionals } = ctx.parse('keys revoke', args, WAIT_OPTIONS, ['<keyId>']);
+  const wait = waitRequest('keys revoke', values);
   const keyId = requireKeyId(positionals[0]);
-  const { before, receivers } = await ctx.withRedis(async (redis) => {
+  const { before, receivers, waited } = await ctx.withRedis(async (redis) => {
     if ((await redis.exists(keyHash(keyId))) === 0) throw new CliError(`unknown key ${keyId}`);
     const before = await redis.hget(keyHash(keyId), 'revokedAt');
     await ensureLibrary(redis);
-    return { before, receivers: await fcall(redis, 'fortary_revoke', keyId) };
+    const receivers = await fcall(redis, 'fortary_revoke', keyId);
+    const waited: WaitResult | null = wait && (await waitForSidecars(redis, wait.timeoutMs));
+    return { before, receivers, waited };
   });
+  const what = 'the revocation';
+  if (wait?.json && waited) return reportWait(ctx, waited, { ...wait, what, extra: { keyId } });
   if (before !== null && /^\d+$/.test(before)) {
     ctx.io.out(
       `Key ${keyId} was already revoked at ${new Date(Number(before)).toISOString()} (that time is kept).`,
@@ -226,7 +236,8 @@ async function revokeKey(ctx: Context, args: readonly string[]): Promise<void> {
   } else {
     ctx.io.out(`Revoked key ${keyId}.`);
   }
-  ctx.io.out(sidecarLine(receivers));
+  if (wait && waited) reportWait(ctx, waited, { ...wait, what });
+  else ctx.io.out(sidecarLine(receivers));
 }
 
 /** keys show <keyId> [--json] */

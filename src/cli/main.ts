@@ -6,6 +6,7 @@
 import { Context, HelpRequested, type CliIo } from './context';
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, oneLine, UsageError } from './errors';
 import { keysCommand } from './keys';
+import { sidecarsCommand } from './sidecars';
 import { ensureLibrary } from './redis';
 import { usersCommand } from './users';
 
@@ -18,10 +19,10 @@ Manage Fortary API keys and the users they belong to, in the Redis the fortary-a
 Commands:
   setup
       Load the Redis function library (idempotent); prints "loaded" or "current".
-  users put <userId> [--developer <vaultId>]... [--inactive]
+  users put <userId> [--developer <vaultId>]... [--inactive] [--wait [--timeout <N>s|<N>ms] [--json]]
       Create or replace a user: the vaults it holds the Developer role on, and its status.
       --inactive deactivates the user: all of its keys are revoked.
-  users deactivate <userId>
+  users deactivate <userId> [--wait [--timeout <N>s|<N>ms] [--json]]
       Deactivate a user; all of its keys are revoked and stop working.
   keys create --user <userId> --vault <vaultId>... [--ip <cidr>]...
               [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--label <text>] [--json]
@@ -29,16 +30,20 @@ Commands:
       Prints the token once; --json prints {"keyId", "token", "expiresAt"} on one line.
   keys edit <keyId> [--vault <vaultId>]... [--ip <cidr>]... [--no-ip-restriction]
               [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--reactivate] [--label <text>]
+              [--wait [--timeout <N>s|<N>ms] [--json]]
       Edit a key in place. Given --vault values replace the vault list (they must be Developer vaults of the
       owner), given --ip values replace the IP allowlist, --no-ip-restriction clears it. The secret never changes;
       a revoked key cannot be edited. A new expiry must lie in the future (to stop a key now, revoke it); an
       expired key gets one only with --reactivate, which makes it work again.
-  keys revoke <keyId>
+  keys revoke <keyId> [--wait [--timeout <N>s|<N>ms] [--json]]
       Revoke a key, at once and for good; prints how many sidecars received the event.
   keys show <keyId> [--json]
       Show a key (never its secret): owner, scopes, vaults, IPs, expiry, label, times and status.
   keys list --user <userId> [--json]
       Show a user's keys, oldest first.
+  sidecars [--json]
+      List the live sidecars (heard from within 3 heartbeats): id, version, appliedSeq (the last change event
+      applied), lagEvents (events behind the current sequence), lastSeenMs. --json prints an array of objects.
   help
       Print this text (also --help or -h, anywhere).
 
@@ -49,6 +54,10 @@ Options:
   --expires-at <ISO-8601>    expire at a date (2026-06-30, meaning 00:00 UTC) or a date-time with a zone
                              (2026-06-30T12:00:00Z, 2026-06-30T14:00:00+02:00)
   --no-expiry                never expire
+  --wait                     after the write, wait until every live sidecar has applied its event; prints
+                             "applied on 6/6 sidecars in 3 ms", or with --json {"seq", "sidecars", "applied",
+                             "pending": [ids], "elapsedMs"} (keys revoke: with "keyId" first)
+  --timeout <N>s|<N>ms       how long --wait waits (default 5s, at most 3600s)
 
 Limits (anything else is refused, nothing is written):
   <userId>                   1-128 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit
@@ -66,7 +75,9 @@ Environment:
   REDIS_URL                  Redis to use when --redis is not given
   FORTARY_BCRYPT_COST        bcrypt cost of new keys' hashes, 4-15 (default 10)
 
-Exit status: 0 success, 1 failure (unknown user or key, refused by Redis, Redis unreachable), 2 usage error.`;
+Exit status: 0 success, 1 failure (unknown user or key, refused by Redis, Redis unreachable), 2 usage error,
+3 written but not confirmed (--wait: some live sidecar had not applied the change by the timeout; the change is
+durable in Redis all the same).`;
 
 export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   try {
@@ -82,6 +93,9 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         break;
       case 'keys':
         await keysCommand(ctx, args);
+        break;
+      case 'sidecars':
+        await sidecarsCommand(ctx, args);
         break;
       case 'help':
         throw new HelpRequested();

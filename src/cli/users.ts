@@ -4,6 +4,7 @@ import { flagOption, listOption, requireUserId, vaultIds } from './args';
 import { HelpRequested, type Context } from './context';
 import { CliError, UsageError } from './errors';
 import { ensureLibrary, fcall, userKeysSet, userString } from './redis';
+import { reportWait, waitForSidecars, waitRequest, WAIT_OPTIONS } from './sidecars';
 
 export async function usersCommand(ctx: Context, args: readonly string[]): Promise<void> {
   const [sub, ...rest] = args;
@@ -25,9 +26,10 @@ async function putUser(ctx: Context, args: readonly string[]): Promise<void> {
   const { values, positionals } = ctx.parse(
     'users put',
     args,
-    { developer: { type: 'string', multiple: true }, inactive: { type: 'boolean' } },
+    { developer: { type: 'string', multiple: true }, inactive: { type: 'boolean' }, ...WAIT_OPTIONS },
     ['<userId>'],
   );
+  const wait = waitRequest('users put', values);
   const userId = requireUserId(positionals[0], '<userId>');
   const developerVaults = vaultIds(listOption(values, 'developer'), '--developer');
   const active = !flagOption(values, 'inactive');
@@ -36,29 +38,42 @@ async function putUser(ctx: Context, args: readonly string[]): Promise<void> {
     await ensureLibrary(redis);
     const updatedAt = Math.max(ctx.now(), (before !== null ? storedUpdatedAt(before) : 0) + 1);
     const record = serializeUserRecord({ id: userId, active, developerVaults, updatedAt });
-    return { created: before === null, receivers: await fcall(redis, 'fortary_put_user', userId, record) };
+    const receivers = await fcall(redis, 'fortary_put_user', userId, record);
+    return {
+      created: before === null,
+      receivers,
+      waited: wait && (await waitForSidecars(redis, wait.timeoutMs)),
+    };
   });
+  const what = active ? 'the user record' : 'the deactivation';
+  if (wait?.json && result.waited) return reportWait(ctx, result.waited, { ...wait, what });
   const roles = developerVaults.length > 0 ? developerVaults.join(', ') : 'no vault';
   ctx.io.out(
     `${result.created ? 'Created' : 'Updated'} user ${userId}: ${active ? 'active' : 'inactive'}, Developer on ${roles}.`,
   );
   if (!active) ctx.io.out('The user is inactive: all of its keys are revoked.');
-  ctx.io.out(sidecarLine(result.receivers));
+  if (wait && result.waited) reportWait(ctx, result.waited, { ...wait, what });
+  else ctx.io.out(sidecarLine(result.receivers));
 }
 
-/** users deactivate <userId> */
+/** users deactivate <userId> [--wait [--timeout <N>s|ms] [--json]] */
 async function deactivateUser(ctx: Context, args: readonly string[]): Promise<void> {
-  const { positionals } = ctx.parse('users deactivate', args, {}, ['<userId>']);
+  const { values, positionals } = ctx.parse('users deactivate', args, WAIT_OPTIONS, ['<userId>']);
+  const wait = waitRequest('users deactivate', values);
   const userId = requireUserId(positionals[0], '<userId>');
-  const { keys, receivers } = await ctx.withRedis(async (redis) => {
+  const { keys, receivers, waited } = await ctx.withRedis(async (redis) => {
     // Only existence is checked: an unreadable record must not stand in the way of a deactivation.
     if ((await redis.exists(userString(userId))) === 0) throw new CliError(`unknown user ${userId}`);
     const keys = await redis.scard(userKeysSet(userId));
     await ensureLibrary(redis);
-    return { keys, receivers: await fcall(redis, 'fortary_deactivate_user', userId) };
+    const receivers = await fcall(redis, 'fortary_deactivate_user', userId);
+    return { keys, receivers, waited: wait && (await waitForSidecars(redis, wait.timeoutMs)) };
   });
+  const what = 'the deactivation';
+  if (wait?.json && waited) return reportWait(ctx, waited, { ...wait, what });
   ctx.io.out(`Deactivated user ${userId}; its ${keys} key(s) are revoked.`);
-  ctx.io.out(sidecarLine(receivers));
+  if (wait && waited) reportWait(ctx, waited, { ...wait, what });
+  else ctx.io.out(sidecarLine(receivers));
 }
 
 /** The stored record's updatedAt, so a rewrite's updatedAt always moves forward; 0 when unreadable. */

@@ -2,8 +2,9 @@
  * The sidecar under the least-privilege Redis ACLs of docs/redis-acl.md, against a private redis-server 7. The
  * `ACL SETUSER` lines are taken from the document and fed to redis-cli exactly as printed:
  * - `fortary-sidecar` (recommended): the real sidecar connects as it, allows and denies, receives revocation and
- *   deactivation events, and Redis logs no refusal for it; a missing function library is a warning, not an outage;
- *   every write, every function that writes, and everything beyond its records is refused with nothing changed;
+ *   deactivation events, writes its acknowledgement key, and Redis logs no refusal for it; a missing function
+ *   library is a warning, not an outage; every other write, every function that writes, reading the
+ *   acknowledgements, and everything beyond its records is refused with nothing changed;
  * - `fortary-sidecar-revoker` (documented alternative): the same, plus `fortary_revoke`, and the trade-off the
  *   document states is pinned: its HSETNX can mint a key the sidecar allows, and a function is not rolled back
  *   when a selector is missing.
@@ -200,6 +201,10 @@ function refusalRows(): Row[] {
     ['MONITOR', () => ['MONITOR']],
     ['SHUTDOWN', () => ['SHUTDOWN', 'NOSAVE']],
     ['SELECT another database', () => ['SELECT', '1']],
+    ['SET outside its acknowledgement key', () => ['SET', 'fortary:events:seq', '1']],
+    ['DEL outside its acknowledgement key', () => ['DEL', 'fortary:user:alice']],
+    ['GET an acknowledgement (write only)', () => ['GET', 'fortary:sidecar:other']],
+    ['SET … GET on an acknowledgement (a read)', () => ['SET', 'fortary:sidecar:other', 'x', 'GET']],
   ];
 }
 
@@ -228,10 +233,12 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
         '+info',
         '+client|setname',
         '+fcall_ro|fortary_version',
+        '+set',
+        '+del',
       ]),
     );
     expect(String(fields.keys).split(' ').sort()).toEqual(
-      ['%R~fortary:events:seq', '%R~fortary:key:*', '%R~fortary:user:*'].sort(),
+      ['%R~fortary:events:seq', '%R~fortary:key:*', '%R~fortary:user:*', '%W~fortary:sidecar:*'].sort(),
     );
     expect(fields.channels).toBe('&fortary:events');
     expect(fields.selectors).toEqual([]);
@@ -279,8 +286,20 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
       await waitFor(async () => (await decide(h, victim.token)).reason === 'key_revoked', 3000);
       await waitFor(async () => (await decide(h, bobs.token)).allow === false, 3000);
       expect(await decide(h, good.token)).toMatchObject({ allow: true });
+      // Its acknowledgement reports the deactivation's sequence: the one write this user may make.
+      const seq = Number(await admin.get('fortary:events:seq'));
+      const ackKeys = async () => (await admin.keys('fortary:sidecar:*')) as string[];
+      await waitFor(async () => {
+        const [key] = await ackKeys();
+        return key !== undefined && JSON.parse((await admin.get(key)) as string).appliedSeq === seq;
+      }, 3000);
+      const [ackKey] = await ackKeys();
+      expect(await admin.pttl(ackKey as string)).toBeGreaterThan(0);
       expect(await aclRefusals(SIDECAR)).toEqual([]);
       expect(h.logText()).not.toMatch(/NOPERM|could not load/);
+      await h.stop();
+      // Shutdown removes it.
+      expect(await ackKeys()).toEqual([]);
     } finally {
       await h.stop();
     }

@@ -14,6 +14,8 @@ export const USER_KEYS_PREFIX = 'fortary:user-keys:';
 export const SEQUENCE_KEY = 'fortary:events:seq';
 /** The pub/sub channel of change events. */
 export const EVENTS_CHANNEL = 'fortary:events';
+/** String `fortary:sidecar:<id>`, one per running sidecar: the sequence it has applied (ack-reporter.ts). */
+export const SIDECAR_KEY_PREFIX = 'fortary:sidecar:';
 
 export const keyHash = (keyId: string): string => KEY_PREFIX + keyId;
 export const userString = (userId: string): string => USER_PREFIX + userId;
