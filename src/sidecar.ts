@@ -22,6 +22,7 @@ import { EventSubscriber } from './adapters/redis/event-subscriber';
 import { ensureFunctionLibrary } from './adapters/redis/function-library';
 import { RedisRecordStore } from './adapters/redis/record-store';
 import { Metrics } from './observability/metrics';
+import { QuietLog } from './observability/quiet-log';
 import { version } from '../package.json';
 
 export interface SidecarOptions {
@@ -46,6 +47,7 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
   const metrics = options.metrics ?? new Metrics();
   const closers: Array<() => Promise<void>> = [];
   const health = new Health();
+  const quiet = new QuietLog(logger);
 
   const redis = createRedis(config.redis, 'command');
   const revived = (role: string) => () => {
@@ -109,7 +111,7 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     policy: { trustedProxies: config.trustedProxies, openPaths: config.openPaths },
   });
 
-  watchCommandConnection(redis, health, logger, () => {
+  watchCommandConnection(redis, health, logger, quiet, () => {
     freshness.forgetSequence();
     // The subscriber's reconcile reads through this connection: let it run now rather than at its next heartbeat.
     setImmediate(() => subscriber?.storeReady());
@@ -124,9 +126,13 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     subscriberRedis,
     freshness,
     {
-      connected: (up) => metrics.subscriberConnected.set(up ? 1 : 0),
+      connected: (up) => {
+        metrics.subscriberConnected.set(up ? 1 : 0);
+        if (up) quiet.recovered('subscriber', 'event subscription restored');
+      },
       event: (event, receivedAt) => metrics.eventReceived(event?.at ?? null, receivedAt),
       warn: (message, details) => logger.warn(details ?? {}, message),
+      failure: (message, details) => quiet.failure('subscriber', message, details),
     },
     { heartbeatMs: config.heartbeatMs },
   );
@@ -210,9 +216,11 @@ function watchCommandConnection(
   redis: ReturnType<typeof createRedis>,
   health: Health,
   logger: Logger,
+  quiet: QuietLog,
   reconnected: () => void,
 ): void {
   redis.on('ready', () => {
+    quiet.recovered('command', 'redis connection restored');
     reconnected();
     health.setReady(true);
     ensureFunctionLibrary(redis).then(
@@ -227,7 +235,9 @@ function watchCommandConnection(
   const down = () => health.setReady(false);
   redis.on('close', down);
   redis.on('end', down);
-  redis.on('error', (error: unknown) => logger.warn({ error: describeRedisError(error) }, 'redis error'));
+  redis.on('error', (error: unknown) =>
+    quiet.failure('command', 'redis error', { error: describeRedisError(error) }),
+  );
 }
 
 function appEvents(logger: Logger, metrics: Metrics): AppEvents {

@@ -269,7 +269,7 @@ describe('lost and missed events', () => {
     const subscriber = new EventSubscriber(
       subscriberRedis,
       freshness,
-      { connected: () => {}, event: () => {}, warn: () => {} },
+      { connected: () => {}, event: () => {}, warn: () => {}, failure: () => {} },
       { heartbeatMs: 200 },
     );
     cleanups.push(() => command.quit().catch(() => command.disconnect()));
@@ -328,7 +328,12 @@ describe('startup order', () => {
     const subscriber = new EventSubscriber(
       subscriberRedis,
       freshness,
-      { connected: () => {}, event: () => {}, warn: (message) => warnings.push(message) },
+      {
+        connected: () => {},
+        event: () => {},
+        warn: (message) => warnings.push(message),
+        failure: (message) => warnings.push(message),
+      },
       // A heartbeat far longer than the test: only storeReady() can bring the retry forward.
       { heartbeatMs: 60_000 },
     );

@@ -23,6 +23,7 @@ import { startHarness, verdict, type Harness } from '../support/sidecar-harness'
 
 const ROOT = path.resolve(__dirname, '../..');
 const DOC = readFileSync(path.join(ROOT, 'docs/redis-acl.md'), 'utf8');
+const OPERATIONS = readFileSync(path.join(ROOT, 'docs/operations.md'), 'utf8');
 const PASSWORD = 'acl-test-Pw-7e1c';
 const SIDECAR = 'fortary-sidecar';
 const REVOKER = 'fortary-sidecar-revoker';
@@ -354,6 +355,33 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
 
   test.each(refusalRows())('refused, nothing changed: %s', async (_label, command) => {
     await expectRefused(SIDECAR, command());
+  });
+
+  test('the runbook (docs/operations.md "Emergency revoke"): with this user redis-cli prints NOPERM and exits 0, with -e it exits 1; nothing is revoked', async () => {
+    const victim = await createKey(admin, { userId: 'alice', vaults: ['alpha'] });
+    const run = (extra: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const args = [
+          ...extra,
+          '--user',
+          SIDECAR,
+          '--pass',
+          PASSWORD,
+          '--no-auth-warning',
+          '-p',
+          String(server.port),
+        ];
+        const proc = spawn('redis-cli', [...args, 'FCALL', 'fortary_revoke', '1', victim.keyId]);
+        let out = '';
+        proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+        proc.on('exit', (code) => resolve({ code, out: out.trim() }));
+      });
+    const nopermLine = "NOPERM this user has no permissions to run the 'fcall' command";
+    expect(await run([])).toEqual({ code: 0, out: nopermLine });
+    expect(await run(['-e'])).toEqual({ code: 1, out: nopermLine });
+    expect(OPERATIONS).toContain(nopermLine);
+    expect(await admin.hget(`fortary:key:${victim.keyId}`, 'revokedAt')).toBeNull();
   });
 
   test('refused, nothing changed: HSETNX of a record on an unused id, PUBLISH, INCR and FCALL fortary_revoke', async () => {

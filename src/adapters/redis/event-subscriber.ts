@@ -15,6 +15,8 @@ export interface SubscriberHooks {
   connected(connected: boolean): void;
   event(event: ChangeEvent | null, receivedAt: number): void;
   warn(message: string, details?: Record<string, unknown>): void;
+  /** The connection or its reconcile failed; repeats while Redis is down (the sidecar summarises them). */
+  failure(message: string, details: Record<string, unknown>): void;
 }
 
 export interface SubscriberOptions {
@@ -48,7 +50,7 @@ export class EventSubscriber {
       this.redis.on(event, () => this.lost(`subscriber ${event}`));
     }
     this.redis.on('error', (error: unknown) => {
-      this.hooks.warn('redis subscriber error', { error: describeRedisError(error) });
+      this.hooks.failure('redis subscriber error', { error: describeRedisError(error) });
       this.lost('subscriber error');
     });
     this.heartbeat = setInterval(() => void this.beat(), this.options.heartbeatMs);
@@ -107,7 +109,9 @@ export class EventSubscriber {
       // At startup this connection is often ready before the command connection the reconcile reads through;
       // storeReady() retries as soon as that one is up, so only a failure beyond that first one is news.
       if (this.subscribedOnce || ++this.startupFailures > 1) {
-        this.hooks.warn('event subscription not reconciled; retrying', { error: describeRedisError(error) });
+        this.hooks.failure('event subscription not reconciled; retrying', {
+          error: describeRedisError(error),
+        });
       }
       this.freshness.distrust('reconcile failed');
       // Retry on the next heartbeat (or storeReady) rather than spinning.
