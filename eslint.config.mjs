@@ -13,6 +13,42 @@ const KEYSPACE_LITERALS = [
   },
 ];
 
+/**
+ * Libraries through their public, documented API only: pino's internal symbols and stream, prom-client's private
+ * state, deep imports into a package's lib/, and a hand-built HMAC (one-shot hash() over ipad/opad buffers instead
+ * of createHmac) are refused everywhere. test/unit/lint-rules.test.ts proves each selector fires.
+ */
+const PRIVATE_MEMBERS = ['symbols', 'hashMap', 'streamSym', 'chindingsSym', 'needsMetadataGsym'];
+const PUBLIC_API_SYNTAX = PRIVATE_MEMBERS.flatMap((name) => [
+  {
+    selector: `MemberExpression[property.name='${name}']`,
+    message: `'${name}' is a library internal (pino, prom-client): use the documented API.`,
+  },
+  {
+    selector: `MemberExpression[computed=true][property.value='${name}']`,
+    message: `'${name}' is a library internal (pino, prom-client): use the documented API.`,
+  },
+  {
+    selector: `ObjectPattern > Property[key.name='${name}']`,
+    message: `'${name}' is a library internal (pino, prom-client): use the documented API.`,
+  },
+]);
+const PUBLIC_API_IMPORTS = {
+  paths: ['crypto', 'node:crypto'].map((name) => ({
+    name,
+    importNames: ['hash'],
+    message:
+      'HMACs come from createHmac and digests from createHash: no hand-built HMAC over one-shot hash().',
+  })),
+  patterns: [
+    {
+      group: ['pino/lib/*', 'prom-client/lib/*', 'sonic-boom', 'sonic-boom/*'],
+      message:
+        "A library's internals are not its API: use pino (pino.destination) and prom-client's exports.",
+    },
+  ],
+};
+
 export default tseslint.config(
   { ignores: ['dist/**', 'coverage/**', 'node_modules/**', '**/*.js', '**/*.mjs'] },
   js.configs.recommended,
@@ -25,9 +61,15 @@ export default tseslint.config(
     },
   },
   {
+    rules: {
+      'no-restricted-syntax': ['error', ...PUBLIC_API_SYNTAX],
+      'no-restricted-imports': ['error', PUBLIC_API_IMPORTS],
+    },
+  },
+  {
     files: ['src/**/*.ts'],
     ignores: ['src/adapters/redis/keyspace.ts'],
-    rules: { 'no-restricted-syntax': ['error', ...KEYSPACE_LITERALS] },
+    rules: { 'no-restricted-syntax': ['error', ...PUBLIC_API_SYNTAX, ...KEYSPACE_LITERALS] },
   },
   {
     // Tests read decoded protobuf objects, whose shape is checked by the assertions themselves.
@@ -58,8 +100,10 @@ export default tseslint.config(
               (m) =>
                 m !== 'node:ioredis' && m !== 'node:pino' && m !== 'node:bcrypt' && m !== 'node:prom-client',
             )
-            .map((name) => ({ name, message: 'src/core is pure: do I/O in an adapter.' })),
+            .map((name) => ({ name, message: 'src/core is pure: do I/O in an adapter.' }))
+            .concat(PUBLIC_API_IMPORTS.paths),
           patterns: [
+            ...PUBLIC_API_IMPORTS.patterns,
             { group: ['@grpc/*'], message: 'src/core is pure: protocol types belong in src/adapters.' },
             { group: ['**/adapters/**', '**/app/**'], message: 'src/core must not depend on outer layers.' },
           ],

@@ -12,8 +12,6 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const logger = createLogger(result.config.logLevel);
-  // Log writes are buffered for speed; flush at least every second so a quiet sidecar's lines still show up.
-  setInterval(() => logger.flush(), 1000).unref();
   let sidecar: Awaited<ReturnType<typeof startSidecar>>;
   try {
     sidecar = await startSidecar(result.config, { logger });

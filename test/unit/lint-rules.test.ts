@@ -30,6 +30,60 @@ const refused: [string, string, string, RegExp][] = [
     'export const k = (id: string) => `fortary:user:${id}`;\n',
     /keyspace\.ts/,
   ],
+  [
+    "pino's internal symbols",
+    'src/observability/probe.ts',
+    "import pino from 'pino';\nexport const s = pino.symbols.streamSym;\n",
+    /'symbols' is a library internal/,
+  ],
+  [
+    "pino's symbols, destructured",
+    'src/observability/probe.ts',
+    "import pino from 'pino';\nexport const { symbols } = pino;\n",
+    /'symbols' is a library internal/,
+  ],
+  [
+    "pino's stream through a symbol held elsewhere",
+    'bench/probe.ts',
+    'export const f = (logger: any, s: any) => logger[s.streamSym];\n',
+    /'streamSym' is a library internal/,
+  ],
+  [
+    "prom-client's private histogram map",
+    'src/observability/probe.ts',
+    'export const f = (h: any) => Object.values(h.hashMap);\n',
+    /'hashMap' is a library internal/,
+  ],
+  [
+    "prom-client's private map by a computed name",
+    'src/observability/probe.ts',
+    "export const f = (h: any) => h['hashMap'];\n",
+    /'hashMap' is a library internal/,
+  ],
+  [
+    'a hand-built HMAC over one-shot hash()',
+    'src/app/probe.ts',
+    "import { hash } from 'node:crypto';\nexport const h = (b: Buffer) => hash('sha256', b, 'binary');\n",
+    /createHmac/,
+  ],
+  [
+    'one-shot hash() in the pure core too',
+    'src/core/probe.ts',
+    "import { hash } from 'crypto';\nexport const h = (b: Buffer) => hash('sha256', b);\n",
+    /createHmac/,
+  ],
+  [
+    "a deep import of pino's internals",
+    'src/observability/probe.ts',
+    "import symbols from 'pino/lib/symbols';\nexport default symbols;\n",
+    /internals are not its API/,
+  ],
+  [
+    "a hand-made destination built on pino's SonicBoom",
+    'src/observability/probe.ts',
+    "import SonicBoom from 'sonic-boom';\nexport default SonicBoom;\n",
+    /pino\.destination/,
+  ],
 ];
 
 /** Snippets that must pass: the allowed spelling of each refused one. */
@@ -43,6 +97,21 @@ const allowed: [string, string, string][] = [
     'a key name built from keyspace.ts',
     'src/cli/probe.ts',
     "import { keyHash } from '../adapters/redis/keyspace';\nexport const k = keyHash('abc');\n",
+  ],
+  [
+    'the public pino, prom-client and crypto APIs',
+    'src/observability/probe.ts',
+    [
+      "import { createHash, createHmac } from 'node:crypto';",
+      "import pino from 'pino';",
+      "import { Histogram } from 'prom-client';",
+      "const h = new Histogram({ name: 'x', help: 'x', labelNames: ['outcome'] as const });",
+      "h.labels('allow').observe(1);",
+      'export const log = pino({}, pino.destination({ dest: 1, sync: false })).bindings();',
+      "export const mac = createHmac('sha256', 'k').update('m').digest('hex');",
+      "export const digest = createHash('sha256').update('m').digest('hex');",
+      '',
+    ].join('\n'),
   ],
 ];
 

@@ -1,35 +1,5 @@
-import { createHmac, randomBytes } from 'node:crypto';
-import fc from 'fast-check';
 import { silentEvents, type AppEvents } from '../../../src/app/ports';
-import { KeyedDigest, SecretVerifier } from '../../../src/app/secret-verifier';
-
-describe('KeyedDigest', () => {
-  it('is HMAC-SHA-256: the same bytes as createHmac for any key and message', () => {
-    fc.assert(
-      fc.property(
-        fc.uint8Array({ minLength: 0, maxLength: 64 }),
-        fc.string({ unit: 'binary', maxLength: 400 }),
-        (key, message) => {
-          const expected = createHmac('sha256', key).update(message).digest();
-          expect(Buffer.from(new KeyedDigest(Buffer.from(key)).digest(message), 'binary')).toEqual(expected);
-        },
-      ),
-      { numRuns: 500 },
-    );
-  });
-
-  it('gives the same answer on repeated and interleaved calls (its buffers are reused)', () => {
-    const key = randomBytes(32);
-    const d = new KeyedDigest(key);
-    const long = 'x'.repeat(300);
-    const short = 'fty_abc';
-    const a = d.digest(long);
-    const b = d.digest(short);
-    expect(d.digest(long)).toBe(a);
-    expect(d.digest(short)).toBe(b);
-    expect(Buffer.from(b, 'binary')).toEqual(createHmac('sha256', key).update(short).digest());
-  });
-});
+import { SecretVerifier } from '../../../src/app/secret-verifier';
 
 describe('SecretVerifier', () => {
   const token = 'fty_abcdefghijkl_' + 'A'.repeat(49);

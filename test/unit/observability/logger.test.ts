@@ -4,7 +4,6 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import {
-  BufferedLogDestination,
   CENSOR,
   createLogger,
   decisionLogger,
@@ -197,21 +196,14 @@ describe('decision line writer', () => {
   });
 });
 
-describe('BufferedLogDestination', () => {
+describe('the production destination (pino.destination)', () => {
   let dir: string;
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fortary-log-'))));
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const open = () => {
+  it('writes every line, in order, decision lines interleaved with plain ones', async () => {
     const file = path.join(dir, 'out.log');
-    const fd = fs.openSync(file, 'a');
-    return { file, fd, read: () => fs.readFileSync(file, 'utf8') };
-  };
-  const flushed = (d: BufferedLogDestination) => new Promise<void>((resolve) => d.flush(() => resolve()));
-
-  it('writes every line, in order, through a logger, and calls flush back once they are on the fd', async () => {
-    const { fd, read } = open();
-    const destination = new BufferedLogDestination(fd, { flushChars: 1000 });
+    const destination = pino.destination({ dest: file, sync: false });
     const logger = createLogger('info', destination);
     const write = decisionLogger(logger);
     for (let i = 0; i < 500; i++) {
@@ -225,59 +217,22 @@ describe('BufferedLogDestination', () => {
           durationMs: 1,
         });
     }
-    await new Promise<void>((resolve) => logger.flush(() => resolve()));
-    const lines = read()
+    // end() writes out everything buffered, then closes the file.
+    const closed = new Promise((resolve) => destination.once('close', resolve));
+    destination.end();
+    await closed;
+    const lines = fs
+      .readFileSync(file, 'utf8')
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(500);
     expect(lines.map((l) => (l.msg === 'plain' ? l.i : Number(l.requestId)))).toEqual([...Array(500).keys()]);
-    fs.closeSync(fd);
-  });
-
-  it('writes a lone line within flushMs, without a flush call', async () => {
-    const { fd, read } = open();
-    const destination = new BufferedLogDestination(fd, { flushMs: 20 });
-    destination.write('{"a":1}\n');
-    expect(read()).toBe('');
-    await new Promise((r) => setTimeout(r, 200));
-    expect(read()).toBe('{"a":1}\n');
-    fs.closeSync(fd);
-  });
-
-  it('bounds its memory: lines past maxBufferedChars are dropped and reported by a line', async () => {
-    const { fd, read } = open();
-    const destination = new BufferedLogDestination(fd, {
-      flushChars: 1e9,
-      flushMs: 1e6,
-      maxBufferedChars: 100,
+    expect(lines[1]).toMatchObject({
+      level: 'info',
+      service: 'fortary-authz',
+      decision: 'allow',
+      msg: 'check',
     });
-    for (let i = 0; i < 50; i++) destination.write(`{"i":${i}}\n`);
-    await flushed(destination);
-    const lines = read()
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
-    const kept = lines.filter((l) => 'i' in l);
-    expect(kept.length).toBeGreaterThan(5);
-    expect(lines.at(-1)).toMatchObject({ level: 'warn', dropped: 50 - kept.length });
-    fs.closeSync(fd);
-  });
-
-  it('flushSync writes what is buffered immediately (process exit)', () => {
-    const { fd, read } = open();
-    const destination = new BufferedLogDestination(fd, { flushMs: 1e6 });
-    destination.write('{"x":1}\n');
-    destination.flushSync();
-    expect(read()).toBe('{"x":1}\n');
-    fs.closeSync(fd);
-  });
-
-  it('never throws when the fd is gone', async () => {
-    // An fd number nothing in this process has open (writing to a closed-and-reused one would be unsafe).
-    const destination = new BufferedLogDestination(987_654, { flushChars: 1 });
-    expect(() => destination.write('{"x":1}\n')).not.toThrow();
-    await flushed(destination);
-    expect(() => destination.flushSync()).not.toThrow();
   });
 });
