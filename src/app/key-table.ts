@@ -43,7 +43,7 @@ export class KeyTable implements VerifiedDigests {
   private readonly hashes: (string | undefined)[] = [];
   private state = new Uint8Array(0);
   private epochs = new Uint32Array(0);
-  /** performance.now() until which the record may be served; -Infinity once invalidated. */
+  /** The cache clock's time (monotonic ms) until which the record may be served; -Infinity once invalidated. */
   private freshUntil = new Float64Array(0);
   /** NaN stands for null (never expires / not revoked). */
   private expiresAt = new Float64Array(0);
@@ -69,7 +69,7 @@ export class KeyTable implements VerifiedDigests {
   }
 
   /**
-   * The key's record if cached and fresh at `now` (performance.now() milliseconds); marks it recently used. The
+   * The key's record if cached and fresh at `now` (the cache clock, monotonic ms); marks it recently used. The
    * record is a new small object per call, which dies young: keeping one per key is the cost this table removes.
    */
   get(keyId: string, now: number): CompiledKey | undefined {

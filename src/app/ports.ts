@@ -26,11 +26,16 @@ export interface RecordStore {
   getSequence(): Promise<number>;
 }
 
+/** Time in milliseconds. Injected everywhere time matters, so tests drive it instead of sleeping. */
 export interface Clock {
   now(): number;
 }
 
+/** Wall-clock epoch ms: key expiry (`expiresAt`) is a date. */
 export const systemClock: Clock = { now: () => Date.now() };
+
+/** Monotonic ms (performance.now()): cache lifetimes, which a wall-clock step must not stretch or cut. */
+export const monotonicClock: Clock = { now: () => performance.now() };
 
 /** bcrypt.compare, injected so tests can count calls. */
 export type SecretCompare = (token: string, hash: string) => Promise<boolean>;

@@ -14,7 +14,7 @@ import { LRUCache } from 'lru-cache';
 import { compileKey, compileUser, type CompiledKey, type CompiledUser, type Sharing } from '../core/decide';
 import { parseKeyRecord, parseUserRecord } from '../core/records';
 import { KeyTable, type VerifiedDigests } from './key-table';
-import { WrongType, type AppEvents, type RecordStore } from './ports';
+import { monotonicClock, WrongType, type AppEvents, type Clock, type RecordStore } from './ports';
 
 export type KeyEntry = { kind: 'key'; key: CompiledKey } | { kind: 'missing' } | { kind: 'invalid' };
 export type UserEntry = { kind: 'user'; user: CompiledUser } | { kind: 'missing' } | { kind: 'invalid' };
@@ -25,6 +25,8 @@ export interface RecordCacheOptions {
   maxStalenessMs: number;
   /** Unknown ids are remembered briefly so a client retrying a deleted key does not hammer Redis. */
   missingTtlMs?: number;
+  /** What entry lifetimes are measured on (default monotonicClock); tests pass a clock they advance. */
+  clock?: Clock;
 }
 
 interface InFlight<T> {
@@ -50,6 +52,7 @@ export class RecordCache {
   /** Advanced by every invalidation; loads that started under an older generation are not cached. */
   private generation = 0;
   private readonly sharing = new SharedValues();
+  private readonly clock: Clock;
 
   constructor(
     private readonly store: RecordStore,
@@ -59,10 +62,13 @@ export class RecordCache {
     const ttl = options.maxStalenessMs;
     this.ttl = ttl;
     this.missingTtlMs = Math.min(options.missingTtlMs ?? 5000, ttl);
+    this.clock = options.clock ?? monotonicClock;
     this.keys = new KeyTable(options.maxKeys);
-    // ttlAutopurge off: expiry is checked on read, which is all correctness needs and costs no timers.
-    this.unusableKeys = new LRUCache({ max: Math.min(options.maxKeys, MAX_NEGATIVE_KEYS), ttl });
-    this.users = new LRUCache({ max: options.maxUsers, ttl, updateAgeOnGet: false });
+    // ttlAutopurge off: expiry is checked on read, which is all correctness needs and costs no timers. The LRUs
+    // read the same clock (`perf`), on every check (`ttlResolution: 0`: no cached reading, no timer to clear it).
+    const timing = { perf: this.clock, ttlResolution: 0 };
+    this.unusableKeys = new LRUCache({ max: Math.min(options.maxKeys, MAX_NEGATIVE_KEYS), ttl, ...timing });
+    this.users = new LRUCache({ max: options.maxUsers, ttl, updateAgeOnGet: false, ...timing });
   }
 
   get size(): { keys: number; users: number } {
@@ -76,7 +82,7 @@ export class RecordCache {
 
   /** A cached key entry, or undefined on a miss (the caller then awaits loadKey). */
   peekKey(keyId: string): KeyEntry | undefined {
-    const key = this.keys.get(keyId, performance.now());
+    const key = this.keys.get(keyId, this.clock.now());
     const entry: KeyEntry | undefined =
       key !== undefined ? { kind: 'key', key } : this.unusableKeys.get(keyId);
     this.events.cacheLookup('key', entry !== undefined);
@@ -190,7 +196,7 @@ export class RecordCache {
     const current = generation === this.generation;
     if (entry.kind === 'key') {
       if (current) this.unusableKeys.delete(keyId);
-      this.keys.set(keyId, entry.key, performance.now() + this.ttl, current);
+      this.keys.set(keyId, entry.key, this.clock.now() + this.ttl, current);
       return;
     }
     if (!current) return;
