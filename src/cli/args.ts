@@ -21,7 +21,7 @@ const COMMON_OPTIONS: OptionSpec = { redis: { type: 'string' }, help: { type: 'b
 
 /**
  * Parses one command's arguments strictly: unknown flags, missing values, a single-valued flag given twice and
- * surplus positionals are refused.
+ * surplus positionals are refused. Positional names ending in '?' are optional.
  */
 export function parseCommand(
   command: string,
@@ -54,8 +54,10 @@ export function parseCommand(
   if (positionals.length > positionalNames.length) {
     throw new UsageError(`${command}: unexpected argument '${positionals[positionalNames.length]}'`);
   }
-  if (positionals.length < positionalNames.length) {
-    throw new UsageError(`${command}: missing ${positionalNames[positionals.length]}`);
+  // A name ending in '?' is optional (the caller decides what its absence means).
+  const required = positionalNames.filter((name) => !name.endsWith('?'));
+  if (positionals.length < required.length) {
+    throw new UsageError(`${command}: missing ${required[positionals.length]}`);
   }
   return { values, positionals };
 }
@@ -94,6 +96,10 @@ export function flagOption(values: OptionValues, name: string): boolean {
 export function requireUserId(value: string | undefined, what: string): string {
   if (value === undefined) throw new UsageError(`missing ${what}`);
   if (!USER_ID_PATTERN.test(value)) throw new UsageError(`${what} ${JSON.stringify(value)} is not a user id`);
+  // The pattern admits a token; a user named by one would print a secret in every listing.
+  if (/^fty_[0-9A-Za-z]{12}_/i.test(value)) {
+    throw new UsageError(`${what} ${JSON.stringify(value)} is not a user id (it looks like an API token)`);
+  }
   return value;
 }
 

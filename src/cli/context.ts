@@ -22,11 +22,21 @@ export class HelpRequested extends Error {}
 export class Context {
   private redisFlag: string | undefined;
 
+  /**
+   * @param io output here is already redacted (see redact.ts)
+   * @param revealOut the unredacted stdout, for the one line that hands a new token to its owner
+   */
   constructor(
     readonly io: CliIo,
     globalRedisFlag: string | undefined,
+    private readonly revealOut: (line: string) => void = io.out,
   ) {
     this.redisFlag = globalRedisFlag;
+  }
+
+  /** Prints a line that carries a new token, bypassing redaction; nothing else may use this. */
+  reveal(line: string): void {
+    this.revealOut(line);
   }
 
   now(): number {

@@ -32,6 +32,7 @@ import {
   userKeysSet,
   type StoredKey,
 } from './redis';
+import { keyReference, requireTokenMatches, TOKEN_STDIN_OPTION } from './key-reference';
 import { reportWait, waitForSidecars, waitRequest, WAIT_OPTIONS, type WaitResult } from './sidecars';
 import { sidecarLine } from './users';
 
@@ -115,12 +116,12 @@ async function createKey(ctx: Context, args: readonly string[]): Promise<void> {
 
   const expires = expiresAt === null ? null : new Date(expiresAt).toISOString();
   if (flagOption(values, 'json')) {
-    ctx.io.out(JSON.stringify({ keyId: created.keyId, token: created.token, expiresAt: expires }));
+    ctx.reveal(JSON.stringify({ keyId: created.keyId, token: created.token, expiresAt: expires }));
     return;
   }
   ctx.io.out(`Created key ${created.keyId} for user ${userId}.`);
   ctx.io.out(`key:      ${created.keyId}`);
-  ctx.io.out(`token:    ${created.token}`);
+  ctx.reveal(`token:    ${created.token}`);
   ctx.io.out(`expires:  ${expires ?? 'never'}`);
   ctx.io.out('The token will not be shown again: store it now.');
 }
@@ -214,13 +215,18 @@ function checkReactivation(
     throw new CliError(`key ${key.id} has not expired; --reactivate is only for expired keys`);
 }
 
-/** keys revoke <keyId> [--wait [--timeout <N>s|ms] [--json]] */
+/** keys revoke <keyId|token> | --token-stdin [--wait [--timeout <N>s|ms] [--json]] */
 async function revokeKey(ctx: Context, args: readonly string[]): Promise<void> {
-  const { values, positionals } = ctx.parse('keys revoke', args, WAIT_OPTIONS, ['<keyId>']);
+  const { values, positionals } = ctx.parse('keys revoke', args, { ...TOKEN_STDIN_OPTION, ...WAIT_OPTIONS }, [
+    '<keyId|token>?',
+  ]);
   const wait = waitRequest('keys revoke', values);
-  const keyId = requireKeyId(positionals[0]);
+  const reference = await keyReference(ctx, 'keys revoke', values, positionals[0]);
+  const { keyId } = reference;
   const { before, receivers, waited } = await ctx.withRedis(async (redis) => {
-    if ((await redis.exists(keyHash(keyId))) === 0) throw new CliError(`unknown key ${keyId}`);
+    const stored = await readKey(redis, keyId);
+    if (stored === null) throw new CliError(`unknown key ${keyId}`);
+    await requireTokenMatches(reference, stored.ok ? stored.record.secretHash : null);
     const before = await redis.hget(keyHash(keyId), 'revokedAt');
     await ensureLibrary(redis);
     const receivers = await fcall(redis, 'fortary_revoke', keyId);
@@ -240,11 +246,20 @@ async function revokeKey(ctx: Context, args: readonly string[]): Promise<void> {
   else ctx.io.out(sidecarLine(receivers));
 }
 
-/** keys show <keyId> [--json] */
+/** keys show <keyId|token> | --token-stdin [--json] */
 async function showKey(ctx: Context, args: readonly string[]): Promise<void> {
-  const { values, positionals } = ctx.parse('keys show', args, { json: { type: 'boolean' } }, ['<keyId>']);
-  const keyId = requireKeyId(positionals[0]);
-  const key = await ctx.withRedis((redis) => requireKey(redis, keyId));
+  const { values, positionals } = ctx.parse(
+    'keys show',
+    args,
+    { json: { type: 'boolean' }, ...TOKEN_STDIN_OPTION },
+    ['<keyId|token>?'],
+  );
+  const reference = await keyReference(ctx, 'keys show', values, positionals[0]);
+  const key = await ctx.withRedis(async (redis) => {
+    const record = await requireKey(redis, reference.keyId);
+    await requireTokenMatches(reference, record.secretHash);
+    return record;
+  });
   const view = keyView(key, ctx.now());
   if (flagOption(values, 'json')) ctx.io.out(JSON.stringify(view));
   else for (const line of describeKey(view)) ctx.io.out(line);

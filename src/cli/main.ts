@@ -6,6 +6,7 @@
 import { Context, HelpRequested, type CliIo } from './context';
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, oneLine, UsageError } from './errors';
 import { keysCommand } from './keys';
+import { redactTokens } from './redact';
 import { sidecarsCommand } from './sidecars';
 import { ensureLibrary } from './redis';
 import { usersCommand } from './users';
@@ -35,9 +36,11 @@ Commands:
       owner), given --ip values replace the IP allowlist, --no-ip-restriction clears it. The secret never changes;
       a revoked key cannot be edited. A new expiry must lie in the future (to stop a key now, revoke it); an
       expired key gets one only with --reactivate, which makes it work again.
-  keys revoke <keyId> [--wait [--timeout <N>s|<N>ms] [--json]]
-      Revoke a key, at once and for good; prints how many sidecars received the event.
-  keys show <keyId> [--json]
+  keys revoke <keyId|token> | --token-stdin [--wait [--timeout <N>s|<N>ms] [--json]]
+      Revoke a key, at once and for good; prints how many sidecars received the event. A leaked token names its
+      key: give the whole token (its checksum and secret are verified), or pipe it in with --token-stdin to keep it
+      out of shell history (printf '%s' "$TOKEN" | fortary-authz keys revoke --token-stdin).
+  keys show <keyId|token> | --token-stdin [--json]
       Show a key (never its secret): owner, scopes, vaults, IPs, expiry, label, times and status.
   keys list --user <userId> [--json]
       Show a user's keys, oldest first.
@@ -75,15 +78,24 @@ Environment:
   REDIS_URL                  Redis to use when --redis is not given
   FORTARY_BCRYPT_COST        bcrypt cost of new keys' hashes, 4-15 (default 10)
 
+No output or error message ever contains a token's secret: token-shaped text is printed with its secret replaced
+by [redacted] (only the token of a newly created key is printed, once).
+
 Exit status: 0 success, 1 failure (unknown user or key, refused by Redis, Redis unreachable), 2 usage error,
 3 written but not confirmed (--wait: some live sidecar had not applied the change by the timeout; the change is
 durable in Redis all the same).`;
 
-export async function run(argv: readonly string[], io: CliIo): Promise<number> {
+export async function run(argv: readonly string[], rawIo: CliIo): Promise<number> {
+  // Every line passes through redaction; only Context.reveal (a new token for its owner) goes to rawIo.out.
+  const io: CliIo = {
+    ...rawIo,
+    out: (line) => rawIo.out(redactTokens(line)),
+    err: (line) => rawIo.err(redactTokens(line)),
+  };
   try {
     const { redisFlag, rest } = globalOptions(argv);
     const [command, ...args] = rest;
-    const ctx = new Context(io, redisFlag);
+    const ctx = new Context(io, redisFlag, rawIo.out);
     switch (command) {
       case 'setup':
         await setup(ctx, args);
@@ -153,11 +165,30 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     });
   }
   const write = (stream: NodeJS.WriteStream) => (line: string) => void stream.write(`${line}\n`);
-  const code = await run(argv, { out: write(process.stdout), err: write(process.stderr), env: process.env });
+  const code = await run(argv, {
+    out: write(process.stdout),
+    err: write(process.stderr),
+    env: process.env,
+    readStdin: () => readAll(process.stdin),
+  });
   process.exitCode = code;
   // The work is done and reported; a timer ioredis left behind (a command timeout on an abandoned connection)
   // must not hold the process. stdout/stderr writes to files and pipes are synchronous on Linux.
   setTimeout(() => process.exit(code), 50).unref();
+}
+
+/** All of a stream, as UTF-8; bounded, since a token is 66 bytes and stdin may be a mistaken multi-GB file. */
+async function readAll(stream: NodeJS.ReadableStream, limit = 64 * 1024): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+    size += buffer.length;
+    if (size > limit)
+      throw new UsageError(`standard input is longer than ${limit} bytes; expected one token`);
+    chunks.push(buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE };

@@ -23,6 +23,9 @@ export function labelProblem(text: string): string | null {
     const bidi = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u.test(refused[0]);
     return `contains a ${bidi ? 'bidi' : 'control'} character (${codePoint(refused[0])})`;
   }
+  // Labels are printed everywhere; a pasted token would put its secret in every `keys list`.
+  if (/fty_[0-9A-Za-z]{12}_/i.test(text))
+    return 'looks like it contains an API token; never put a token in a label';
   // A lone surrogate is not text: it prints as U+FFFD and cannot be stored as UTF-8.
   if (!isWellFormed(text)) return 'is not valid Unicode (lone surrogate)';
   return null;

@@ -832,8 +832,8 @@ describe('refusals (in-process): exit status, one stderr line, Redis unchanged',
       /the stored record of key c0rruptK3y00 is invalid/,
     ],
     // keys revoke
-    ['revoke without a key id', ['keys', 'revoke'], 2, /keys revoke: missing <keyId>/],
-    ['revoke with a bad key id', ['keys', 'revoke', 'fty_abc'], 2, /is not a key id/],
+    ['revoke without a key id', ['keys', 'revoke'], 2, /keys revoke: missing <keyId\|token>/],
+    ['revoke with a bad key id', ['keys', 'revoke', 'fty_abc'], 2, /is not a valid Fortary token/],
     ['revoke with two key ids', ['keys', 'revoke', '$KEY', '$REVOKED'], 2, /unexpected argument/],
     [
       'revoke of an unknown key',

@@ -29,6 +29,13 @@ describe('key labels', () => {
     expect(printableLabel(`a${char}b`)).toBe(`a<${code}>b`);
   });
 
+  it('refuses a label that carries a token', () => {
+    expect(labelProblem('backup fty_AAAAAAAAAAAA_secret')).toBe(
+      'looks like it contains an API token; never put a token in a label',
+    );
+    expect(labelProblem('fty key for CI')).toBeNull();
+  });
+
   it('refuses a lone surrogate', () => {
     expect(labelProblem('a\ud800b')).toBe('is not valid Unicode (lone surrogate)');
   });
