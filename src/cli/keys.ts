@@ -1,9 +1,8 @@
 /** `fortary-authz keys …`: create, edit, revoke and inspect API keys. */
-import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import { printableLabel } from '../core/label';
 import { serializeKeyRecord } from '../core/records';
-import { base62FromBytes, formatToken, KEY_ID_LENGTH, SECRET_LENGTH } from '../core/token';
+import { formatToken, KEY_ID_LENGTH, SECRET_LENGTH } from '../core/token';
 import type { KeyRecord } from '../core/types';
 import {
   bcryptCost,
@@ -33,6 +32,8 @@ import {
   type StoredKey,
 } from './redis';
 import { keyReference, requireTokenMatches, TOKEN_STDIN_OPTION } from './key-reference';
+import { randomBase62 } from './random';
+import { rotateKey } from './rotate';
 import { reportWait, waitForSidecars, waitRequest, WAIT_OPTIONS, type WaitResult } from './sidecars';
 import { sidecarLine } from './users';
 
@@ -43,6 +44,8 @@ export async function keysCommand(ctx: Context, args: readonly string[]): Promis
       return createKey(ctx, rest);
     case 'edit':
       return editKey(ctx, rest);
+    case 'rotate':
+      return rotateKey(ctx, rest);
     case 'revoke':
       return revokeKey(ctx, rest);
     case 'show':
@@ -50,7 +53,7 @@ export async function keysCommand(ctx: Context, args: readonly string[]): Promis
     case 'list':
       return listKeys(ctx, rest);
     case undefined:
-      throw new UsageError('keys: missing subcommand (create, edit, revoke, show or list)');
+      throw new UsageError('keys: missing subcommand (create, edit, rotate, revoke, show or list)');
     default:
       if (sub === '--help' || sub === '-h') throw new HelpRequested();
       throw new UsageError(`keys: unknown subcommand ${JSON.stringify(sub)}`);
@@ -313,6 +316,9 @@ export interface KeyView {
   createdAt: string;
   updatedAt: string;
   revokedAt: string | null;
+  /** The successor `keys rotate` made, and the key this one replaced; null when none. */
+  rotatedTo: string | null;
+  rotatedFrom: string | null;
 }
 
 type ListedKey = KeyView | { keyId: string; status: 'invalid'; problem: string };
@@ -337,6 +343,8 @@ export function keyView(key: KeyRecord, nowMs: number): KeyView {
     createdAt: iso(key.createdAt) as string,
     updatedAt: iso(key.updatedAt) as string,
     revokedAt: iso(key.revokedAt),
+    rotatedTo: key.rotatedTo ?? null,
+    rotatedFrom: key.rotatedFrom ?? null,
   };
 }
 
@@ -353,6 +361,8 @@ function describeKey(view: KeyView): string[] {
     `created:  ${view.createdAt}`,
     `updated:  ${view.updatedAt}`,
     `revoked:  ${view.revokedAt ?? 'no'}`,
+    ...(view.rotatedFrom !== null ? [`rotated from: ${view.rotatedFrom}`] : []),
+    ...(view.rotatedTo !== null ? [`rotated to:   ${view.rotatedTo} (this key stops at its expiry)`] : []),
   ];
 }
 
@@ -364,11 +374,3 @@ function byCreation(a: StoredKey, b: StoredKey): number {
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
-
-/** `length` base62 characters from the CSPRNG (rejection sampling in the core keeps them unbiased). */
-function randomBase62(length: number): string {
-  for (;;) {
-    const text = base62FromBytes(randomBytes(length + 16), length);
-    if (text !== null) return text;
-  }
-}

@@ -52,6 +52,8 @@ export function parseKeyRecord(keyId: string, fields: KeyHashFields): Parsed<Key
     r.revokedAt === undefined || r.revokedAt === null || isEpochMs(r.revokedAt),
     'revokedAt must be epoch ms',
   );
+  check(isOptionalKeyId(r.rotatedTo), 'rotatedTo must be a key id or null');
+  check(isOptionalKeyId(r.rotatedFrom), 'rotatedFrom must be a key id or null');
   if (problems.length > 0) return fail(problems.join('; '));
   // Either marker revokes: the hash field (written only by revocation, never cleared) or the record's own field.
   const revokedAt = revokedMarker ?? (r.revokedAt as number | null | undefined) ?? null;
@@ -69,6 +71,9 @@ export function parseKeyRecord(keyId: string, fields: KeyHashFields): Parsed<Key
       createdAt: r.createdAt as number,
       updatedAt: r.updatedAt as number,
       revokedAt,
+      // Present only when set, like in the stored JSON.
+      ...(typeof r.rotatedTo === 'string' ? { rotatedTo: r.rotatedTo } : {}),
+      ...(typeof r.rotatedFrom === 'string' ? { rotatedFrom: r.rotatedFrom } : {}),
     },
   };
 }
@@ -109,6 +114,9 @@ export function serializeKeyRecord(key: Omit<KeyRecord, 'revokedAt'>): string {
     label: key.label,
     createdAt: key.createdAt,
     updatedAt: key.updatedAt,
+    // The rotation links are written only when set, so records of keys never rotated stay as they were.
+    ...(key.rotatedTo ? { rotatedTo: key.rotatedTo } : {}),
+    ...(key.rotatedFrom ? { rotatedFrom: key.rotatedFrom } : {}),
   });
 }
 
@@ -126,6 +134,7 @@ export const isKeyId = (value: unknown): value is string =>
   typeof value === 'string' && KEY_ID_PATTERN.test(value);
 export const isVaultId = (value: unknown): value is string =>
   typeof value === 'string' && VAULT_ID_PATTERN.test(value);
+const isOptionalKeyId = (value: unknown): boolean => value === undefined || value === null || isKeyId(value);
 const isScope = (value: unknown): value is Scope => KNOWN_SCOPES.includes(value as Scope);
 const isCidr = (value: unknown): boolean => typeof value === 'string' && isValidCidr(value);
 const isEpochMs = (value: unknown): value is number =>

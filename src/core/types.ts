@@ -46,6 +46,10 @@ export interface KeyRecord {
   createdAt: number;
   updatedAt: number;
   revokedAt: number | null;
+  /** The successor `keys rotate` created for this key (absent/null: never rotated). */
+  rotatedTo?: string | null;
+  /** The key this one was rotated from (absent/null: created afresh). */
+  rotatedFrom?: string | null;
 }
 
 /** A user record as the portal stores it, validated. */

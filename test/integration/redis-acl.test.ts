@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import bcrypt from 'bcrypt';
 import Redis from 'ioredis';
+import { FUNCTION_LIBRARY_VERSION } from '../../src/adapters/redis/function-library';
 import { serializeKeyRecord } from '../../src/core/records';
 import { formatToken } from '../../src/core/token';
 import { envoyRequest, metadataOf } from '../support/check-client';
@@ -253,7 +254,7 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
     ]);
     expect(await client.get('fortary:user:alice')).toContain('"alice"');
     expect(await client.get('fortary:events:seq')).toMatch(/^\d+$/);
-    expect(await client.call('FCALL_RO', 'fortary_version', '0')).toBe('1');
+    expect(await client.call('FCALL_RO', 'fortary_version', '0')).toBe(FUNCTION_LIBRARY_VERSION);
     const subscriber = connectAs(SIDECAR);
     await subscriber.subscribe('fortary:events');
   });

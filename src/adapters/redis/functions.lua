@@ -15,7 +15,7 @@
   calls: only add functions or optional arguments.
 ]]
 
-local VERSION = '1'
+local VERSION = '2'
 
 local EVENTS_CHANNEL = 'fortary:events'
 local SEQ_KEY = 'fortary:events:seq'
@@ -239,7 +239,78 @@ local function deactivate_user(keys)
   return publish('user.deactivated', user_id, at)
 end
 
+-- FCALL fortary_rotate_key 2 <oldKeyId> <newKeyId> <oldRecordAsRead> <oldRecordRotated> <newRecord>  ->  receivers
+-- Creates the successor and shortens the old key's expiry in one step, linking both (rotatedTo/rotatedFrom). The
+-- caller builds both records; this checks them against the old record as it was read (a concurrent edit makes the
+-- caller read again) and refuses anything a rotation must not do: revive, extend, re-own or re-key the old key.
+local function rotate_key(keys, args)
+  local old_id, new_id = keys[1], keys[2]
+  local as_read, old_json, new_json = args[1], args[2], args[3]
+  if old_id == nil or new_id == nil or new_json == nil then
+    return fail('usage: FCALL fortary_rotate_key 2 <oldKeyId> <newKeyId> <oldRecordAsRead> <oldRecordRotated> <newRecord>')
+  end
+  if not is_key_id(old_id) or not is_key_id(new_id) or old_id == new_id then
+    return fail('key ids must be two different sets of 12 base62 characters')
+  end
+  local old_hash, new_hash = key_hash(old_id), key_hash(new_id)
+  if redis.call('EXISTS', old_hash) == 0 then
+    return fail('unknown key ' .. old_id)
+  end
+  if redis.call('HEXISTS', old_hash, 'revokedAt') == 1 then
+    return fail('key is revoked')
+  end
+  if redis.call('HGET', old_hash, 'record') ~= as_read then
+    return fail('key changed while rotating; try again')
+  end
+  local current, old, new = decode_object(as_read), decode_object(old_json), decode_object(new_json)
+  if current == nil or old == nil or new == nil then
+    return fail('record is not a JSON object')
+  end
+  if type(current.revokedAt) == 'number' then
+    return fail('key is revoked')
+  end
+  local now = now_ms()
+  if type(current.expiresAt) == 'number' and current.expiresAt <= now then
+    return fail('key has expired')
+  end
+  if type(current.rotatedTo) == 'string' then
+    return fail('key was already rotated to ' .. current.rotatedTo)
+  end
+  if old.id ~= old_id or new.id ~= new_id then
+    return fail('record id does not match the key id')
+  end
+  if old.userId ~= current.userId or new.userId ~= current.userId then
+    return fail('the owner of a key cannot change')
+  end
+  if old.secretHash ~= current.secretHash then
+    return fail('the secret of a key cannot change')
+  end
+  if old.rotatedTo ~= new_id or new.rotatedFrom ~= old_id then
+    return fail('the records must link each other (rotatedTo, rotatedFrom)')
+  end
+  if type(old.expiresAt) ~= 'number' or
+      (type(current.expiresAt) == 'number' and old.expiresAt > current.expiresAt) then
+    return fail('the grace period cannot extend the key')
+  end
+  if redis.call('EXISTS', new_hash) == 1 then
+    return fail('key exists')
+  end
+  local owner = decode_object(redis.call('GET', user_string(current.userId)))
+  if owner == nil then
+    return fail('unknown user ' .. tostring(current.userId))
+  end
+  if owner.active ~= true then
+    return fail('user is not active')
+  end
+  redis.call('HSET', new_hash, 'record', new_json)
+  redis.call('SADD', user_keys_set(current.userId), new_id)
+  redis.call('HSET', old_hash, 'record', old_json)
+  publish('key.updated', new_id, now)
+  return publish('key.updated', old_id, now)
+end
+
 redis.register_function('fortary_revoke', revoke)
+redis.register_function('fortary_rotate_key', rotate_key)
 redis.register_function('fortary_put_key', put_key)
 redis.register_function('fortary_put_user', put_user)
 redis.register_function('fortary_deactivate_user', deactivate_user)

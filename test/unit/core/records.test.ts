@@ -303,6 +303,44 @@ describe('serialisation round trip', () => {
     });
   });
 
+  it('keeps the rotation links (issue 12) through a round trip, and refuses links that are not key ids', () => {
+    const key: Omit<KeyRecord, 'revokedAt'> = {
+      id: KEY_ID,
+      userId: USER_ID,
+      secretHash: HASH,
+      scopes: ['vault:read'],
+      vaults: ['alpha'],
+      ipAllowlist: [],
+      expiresAt: null,
+      label: '',
+      createdAt: NOW,
+      updatedAt: NOW,
+      rotatedTo: 'BBBBBBBBBBBB',
+      rotatedFrom: 'CCCCCCCCCCCC',
+    };
+    const text = serializeKeyRecord(key);
+    expect(JSON.parse(text)).toMatchObject({ rotatedTo: 'BBBBBBBBBBBB', rotatedFrom: 'CCCCCCCCCCCC' });
+    expect(parseKeyRecord(KEY_ID, { record: text, revokedAt: null })).toEqual({
+      ok: true,
+      value: { ...key, revokedAt: null },
+    });
+    expect(JSON.parse(serializeKeyRecord({ ...key, rotatedTo: null, rotatedFrom: null }))).not.toHaveProperty(
+      'rotatedTo',
+    );
+    for (const bad of ['short', 42, '../xxxxxxxxx']) {
+      const parsed = parseKeyRecord(KEY_ID, {
+        record: JSON.stringify({ ...JSON.parse(text), rotatedTo: bad }),
+        revokedAt: null,
+      });
+      expect(parsed).toEqual({ ok: false, error: 'rotatedTo must be a key id or null' });
+    }
+    const nulls = parseKeyRecord(KEY_ID, {
+      record: JSON.stringify({ ...JSON.parse(text), rotatedTo: null, rotatedFrom: null }),
+      revokedAt: null,
+    });
+    expect(nulls.ok).toBe(true);
+  });
+
   it('parseUserRecord(serializeUserRecord(u)) gives u back', () => {
     const user: UserRecord = { id: USER_ID, active: false, developerVaults: ['alpha'], updatedAt: NOW };
     expect(parseUserRecord(USER_ID, serializeUserRecord(user))).toEqual({ ok: true, value: user });
