@@ -36,6 +36,12 @@ Commands:
       owner), given --ip values replace the IP allowlist, --no-ip-restriction clears it. The secret never changes;
       a revoked key cannot be edited. A new expiry must lie in the future (to stop a key now, revoke it); an
       expired key gets one only with --reactivate, which makes it work again.
+  keys rotate <keyId> [--grace <N>d|h|m] [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--json]
+      Replace a key: a successor with the same owner, scope, vaults, IPs and label and a fresh expiry (365 days,
+      or the flags; none if the old key had none and no flag is given). Prints its token once. The old key keeps
+      working for the grace period (default 7d; 0m to 365d; never past its current expiry) and then expires.
+      Both keys link each other (keys show). A revoked, expired or already rotated key cannot be rotated.
+      --json prints {"keyId", "token", "expiresAt", "previous": {"keyId", "expiresAt"}} on one line.
   keys revoke <keyId|token> | --token-stdin [--wait [--timeout <N>s|<N>ms] [--json]]
       Revoke a key, at once and for good; prints how many sidecars received the event. A leaked token names its
       key: give the whole token (its checksum and secret are verified), or pipe it in with --token-stdin to keep it
