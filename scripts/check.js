@@ -3,6 +3,9 @@
 // Uses a plain proto-loader client (not the sidecar's own codec), so it doubles as a contract check.
 //
 //   node scripts/check.js [--addr 127.0.0.1:9191] [--token fty_…] [--ip 203.0.113.7] METHOD PATH
+//
+// Exit status: 0 ALLOW, 1 DENY, 2 usage error, 3 no answer (the sidecar unreachable, the RPC failed), so a
+// script can write `node scripts/check.js … && deploy` and not proceed on a refusal.
 'use strict';
 const path = require('node:path');
 const { parseArgs } = require('node:util');
@@ -71,7 +74,7 @@ client.Check(request, { deadline: Date.now() + 5000 }, (error, response) => {
   client.close();
   if (error) {
     process.stderr.write(`check: ${error.message}\n`);
-    process.exit(1);
+    process.exit(3);
   }
   const code = response.status?.code ?? 0;
   if (code === 0 && response.ok_response) {
@@ -86,6 +89,7 @@ client.Check(request, { deadline: Date.now() + 5000 }, (error, response) => {
   const denied = response.denied_response ?? {};
   const status = denied.status?.code ?? 403;
   const wwwAuth = (denied.headers ?? []).find((h) => h.header.key === 'www-authenticate');
+  process.exitCode = 1;
   process.stdout.write(
     `DENY ${status} grpc=${code} ${denied.body ?? ''}${wwwAuth ? ` www-authenticate: ${wwwAuth.header.value}` : ''}\n`,
   );

@@ -29,13 +29,15 @@ import {
   requireDeveloper,
   requireKey,
   userKeysSet,
+  userString,
   type StoredKey,
 } from './redis';
 import { keyReference, requireTokenMatches, TOKEN_STDIN_OPTION } from './key-reference';
+import { accessLines, effectiveAccess, ownerState, type EffectiveAccess } from './access';
 import { randomBase62 } from './random';
 import { rotateKey } from './rotate';
-import { reportWait, waitForSidecars, waitRequest, WAIT_OPTIONS, type WaitResult } from './sidecars';
-import { sidecarLine } from './users';
+import { waitForSidecars, waitRequest, WAIT_OPTIONS, type WaitResult } from './sidecars';
+import { reportWrite } from './write-result';
 
 export async function keysCommand(ctx: Context, args: readonly string[]): Promise<void> {
   const [sub, ...rest] = args;
@@ -172,7 +174,7 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
     );
   }
 
-  const { updated, waited } = await ctx.withRedis(async (redis) => {
+  const { updated, receivers, waited } = await ctx.withRedis(async (redis) => {
     const key = await requireKey(redis, keyId);
     if (key.revokedAt !== null) throw new CliError(`key ${keyId} is revoked; a revoked key cannot be edited`);
     checkReactivation(key, newExpiry, reactivate, ctx.now());
@@ -186,14 +188,17 @@ async function editKey(ctx: Context, args: readonly string[]): Promise<void> {
       updatedAt: Math.max(ctx.now(), key.updatedAt + 1),
     };
     await ensureLibrary(redis);
-    await fcall(redis, 'fortary_put_key', keyId, serializeKeyRecord(next), 'edit');
-    return { updated: next, waited: wait && (await waitForSidecars(redis, wait.timeoutMs)) };
+    const receivers = await fcall(redis, 'fortary_put_key', keyId, serializeKeyRecord(next), 'edit');
+    return { updated: next, receivers, waited: wait && (await waitForSidecars(redis, wait.timeoutMs)) };
   });
-  if (wait?.json && waited) return reportWait(ctx, waited, { ...wait, what: 'the edit' });
-  ctx.io.out(`Updated key ${keyId}.`);
-  if (reactivate) ctx.io.out(`Key ${keyId} had expired; it is reactivated and works again.`);
-  for (const line of describeKey(keyView(updated, ctx.now()))) ctx.io.out(line);
-  if (wait && waited) reportWait(ctx, waited, { ...wait, what: 'the edit' });
+  const view = keyView(updated, ctx.now());
+  const result = { key: view, reactivated: reactivate, sidecarsNotified: receivers };
+  const human = () => [
+    `Updated key ${keyId}.`,
+    ...(reactivate ? [`Key ${keyId} had expired; it is reactivated and works again.`] : []),
+    ...describeKey(view),
+  ];
+  reportWrite(ctx, values, result, human, wait && { ...wait, what: 'the edit' }, waited);
 }
 
 /**
@@ -226,27 +231,26 @@ async function revokeKey(ctx: Context, args: readonly string[]): Promise<void> {
   const wait = waitRequest('keys revoke', values);
   const reference = await keyReference(ctx, 'keys revoke', values, positionals[0]);
   const { keyId } = reference;
-  const { before, receivers, waited } = await ctx.withRedis(async (redis) => {
+  const { before, receivers, after, waited } = await ctx.withRedis(async (redis) => {
     const stored = await readKey(redis, keyId);
     if (stored === null) throw new CliError(`unknown key ${keyId}`);
     await requireTokenMatches(reference, stored.ok ? stored.record.secretHash : null);
     const before = await redis.hget(keyHash(keyId), 'revokedAt');
     await ensureLibrary(redis);
     const receivers = await fcall(redis, 'fortary_revoke', keyId);
+    const after = await redis.hget(keyHash(keyId), 'revokedAt');
     const waited: WaitResult | null = wait && (await waitForSidecars(redis, wait.timeoutMs));
-    return { before, receivers, waited };
+    return { before, receivers, after, waited };
   });
-  const what = 'the revocation';
-  if (wait?.json && waited) return reportWait(ctx, waited, { ...wait, what, extra: { keyId } });
-  if (before !== null && /^\d+$/.test(before)) {
-    ctx.io.out(
-      `Key ${keyId} was already revoked at ${new Date(Number(before)).toISOString()} (that time is kept).`,
-    );
-  } else {
-    ctx.io.out(`Revoked key ${keyId}.`);
-  }
-  if (wait && waited) reportWait(ctx, waited, { ...wait, what });
-  else ctx.io.out(sidecarLine(receivers));
+  const already = before !== null && /^\d+$/.test(before);
+  const revokedAt = after !== null && /^\d+$/.test(after) ? new Date(Number(after)).toISOString() : null;
+  const result = { keyId, revokedAt, alreadyRevoked: already, sidecarsNotified: receivers };
+  const human = () => [
+    already
+      ? `Key ${keyId} was already revoked at ${revokedAt} (that time is kept).`
+      : `Revoked key ${keyId}.`,
+  ];
+  reportWrite(ctx, values, result, human, wait && { ...wait, what: 'the revocation' }, waited);
 }
 
 /** keys show <keyId|token> | --token-stdin [--json] */
@@ -258,12 +262,12 @@ async function showKey(ctx: Context, args: readonly string[]): Promise<void> {
     ['<keyId|token>?'],
   );
   const reference = await keyReference(ctx, 'keys show', values, positionals[0]);
-  const key = await ctx.withRedis(async (redis) => {
+  const { key, owner } = await ctx.withRedis(async (redis) => {
     const record = await requireKey(redis, reference.keyId);
     await requireTokenMatches(reference, record.secretHash);
-    return record;
+    return { key: record, owner: ownerState(record.userId, await redis.get(userString(record.userId))) };
   });
-  const view = keyView(key, ctx.now());
+  const view = { ...keyView(key, ctx.now()), effectiveAccess: effectiveAccess(key, owner) };
   if (flagOption(values, 'json')) ctx.io.out(JSON.stringify(view));
   else for (const line of describeKey(view)) ctx.io.out(line);
 }
@@ -277,14 +281,17 @@ async function listKeys(ctx: Context, args: readonly string[]): Promise<void> {
     if (ids.length === 0 && (await readUser(redis, userId)) === null)
       throw new CliError(`unknown user ${userId}`);
     const stored = await Promise.all(ids.map((id) => readKey(redis, id)));
-    return stored.filter((key): key is StoredKey => key !== null);
+    return {
+      keys: stored.filter((key): key is StoredKey => key !== null),
+      owner: ownerState(userId, await redis.get(userString(userId))),
+    };
   });
   const now = ctx.now();
-  const views: ListedKey[] = keys
+  const views: ListedKey[] = keys.keys
     .sort(byCreation)
     .map((key) =>
       key.ok
-        ? keyView(key.record, now)
+        ? { ...keyView(key.record, now), effectiveAccess: effectiveAccess(key.record, keys.owner) }
         : { keyId: key.keyId, status: 'invalid' as const, problem: key.problem },
     );
   if (flagOption(values, 'json')) {
@@ -319,6 +326,8 @@ export interface KeyView {
   /** The successor `keys rotate` made, and the key this one replaced; null when none. */
   rotatedTo: string | null;
   rotatedFrom: string | null;
+  /** What the owner's live roles let the key do (show and list; not after edits). */
+  effectiveAccess?: EffectiveAccess;
 }
 
 type ListedKey = KeyView | { keyId: string; status: 'invalid'; problem: string };
@@ -352,7 +361,7 @@ function describeKey(view: KeyView): string[] {
   return [
     `key:      ${view.keyId}`,
     `user:     ${view.userId}`,
-    `status:   ${view.status}`,
+    `status:   ${view.status}${view.status === 'active' && view.effectiveAccess?.deniedEverywhere ? ` (but every vault request is denied: ${view.effectiveAccess.deniedEverywhere})` : ''}`,
     `scopes:   ${view.scopes.join(', ')}`,
     `vaults:   ${view.vaults.length > 0 ? view.vaults.join(', ') : '(none)'}`,
     `ips:      ${view.ipAllowlist.length > 0 ? view.ipAllowlist.join(', ') : 'any (no IP restriction)'}`,
@@ -361,6 +370,7 @@ function describeKey(view: KeyView): string[] {
     `created:  ${view.createdAt}`,
     `updated:  ${view.updatedAt}`,
     `revoked:  ${view.revokedAt ?? 'no'}`,
+    ...accessLines(view),
     ...(view.rotatedFrom !== null ? [`rotated from: ${view.rotatedFrom}`] : []),
     ...(view.rotatedTo !== null ? [`rotated to:   ${view.rotatedTo} (this key stops at its expiry)`] : []),
   ];

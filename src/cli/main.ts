@@ -20,10 +20,10 @@ Manage Fortary API keys and the users they belong to, in the Redis the fortary-a
 Commands:
   setup
       Load the Redis function library (idempotent); prints "loaded" or "current".
-  users put <userId> [--developer <vaultId>]... [--inactive] [--wait [--timeout <N>s|<N>ms] [--json]]
+  users put <userId> [--developer <vaultId>]... [--inactive] [--json] [--wait [--timeout <N>s|<N>ms]]
       Create or replace a user: the vaults it holds the Developer role on, and its status.
       --inactive deactivates the user: all of its keys are revoked.
-  users deactivate <userId> [--wait [--timeout <N>s|<N>ms] [--json]]
+  users deactivate <userId> [--json] [--wait [--timeout <N>s|<N>ms]]
       Deactivate a user; all of its keys are revoked and stop working.
   keys create --user <userId> --vault <vaultId>... [--ip <cidr>]...
               [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--label <text>] [--json]
@@ -31,7 +31,7 @@ Commands:
       Prints the token once; --json prints {"keyId", "token", "expiresAt"} on one line.
   keys edit <keyId> [--vault <vaultId>]... [--ip <cidr>]... [--no-ip-restriction]
               [--expires-in <N>d | --expires-at <ISO-8601> | --no-expiry] [--reactivate] [--label <text>]
-              [--wait [--timeout <N>s|<N>ms] [--json]]
+              [--json] [--wait [--timeout <N>s|<N>ms]]
       Edit a key in place. Given --vault values replace the vault list (they must be Developer vaults of the
       owner), given --ip values replace the IP allowlist, --no-ip-restriction clears it. The secret never changes;
       a revoked key cannot be edited. A new expiry must lie in the future (to stop a key now, revoke it); an
@@ -42,12 +42,14 @@ Commands:
       working for the grace period (default 7d; 0m to 365d; never past its current expiry) and then expires.
       Both keys link each other (keys show). A revoked, expired or already rotated key cannot be rotated.
       --json prints {"keyId", "token", "expiresAt", "previous": {"keyId", "expiresAt"}} on one line.
-  keys revoke <keyId|token> | --token-stdin [--wait [--timeout <N>s|<N>ms] [--json]]
+  keys revoke <keyId|token> | --token-stdin [--json] [--wait [--timeout <N>s|<N>ms]]
       Revoke a key, at once and for good; prints how many sidecars received the event. A leaked token names its
       key: give the whole token (its checksum and secret are verified), or pipe it in with --token-stdin to keep it
       out of shell history (printf '%s' "$TOKEN" | fortary-authz keys revoke --token-stdin).
   keys show <keyId|token> | --token-stdin [--json]
-      Show a key (never its secret): owner, scopes, vaults, IPs, expiry, label, times and status.
+      Show a key (never its secret): owner, scopes, vaults, IPs, expiry, label, times, status, rotation links,
+      and its effective access: whether the owner is active and holds Developer on each of the key's vaults now
+      (a key is only as good as its owner's live roles; 'effect:' names what the sidecar will deny).
   keys list --user <userId> [--json]
       Show a user's keys, oldest first.
   sidecars [--json]
@@ -55,6 +57,12 @@ Commands:
       applied), lagEvents (events behind the current sequence), lastSeenMs. --json prints an array of objects.
   help
       Print this text (also --help or -h, anywhere).
+
+Every write command accepts --json: it then prints one JSON object on one line (keys create and rotate as shown
+above; keys edit {"key", "reactivated", "sidecarsNotified"}; keys revoke {"keyId", "revokedAt", "alreadyRevoked",
+"sidecarsNotified"}; users put {"userId", "created", "active", "developerVaults", "sidecarsNotified"}; users
+deactivate {"userId", "revokedKeys", "sidecarsNotified"}). With --wait the same object also carries the wait's
+fields ("seq", "sidecars", "applied", "pending", "elapsedMs"). Errors stay one line on stderr.
 
 Options:
   --redis <url>              redis:// or rediss:// URL, password in the URL (default: $REDIS_URL, else

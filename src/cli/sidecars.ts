@@ -129,7 +129,7 @@ export const WAIT_OPTIONS: OptionSpec = {
   json: { type: 'boolean' },
 };
 
-/** null without --wait; --timeout and --json need --wait. */
+/** null without --wait; --timeout needs --wait (--json alone prints the write's own result, see write-result.ts). */
 export function waitRequest(
   command: string,
   values: OptionValues,
@@ -138,7 +138,6 @@ export function waitRequest(
   const json = flagOption(values, 'json');
   if (!flagOption(values, 'wait')) {
     if (timeout !== undefined) throw new UsageError(`${command}: --timeout needs --wait`);
-    if (json) throw new UsageError(`${command}: --json needs --wait`);
     return null;
   }
   return { timeoutMs: timeout === undefined ? DEFAULT_TIMEOUT_MS : parseTimeout(timeout), json };

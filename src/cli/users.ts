@@ -4,7 +4,8 @@ import { flagOption, listOption, requireUserId, vaultIds } from './args';
 import { HelpRequested, type Context } from './context';
 import { CliError, UsageError } from './errors';
 import { ensureLibrary, fcall, userKeysSet, userString } from './redis';
-import { reportWait, waitForSidecars, waitRequest, WAIT_OPTIONS } from './sidecars';
+import { waitForSidecars, waitRequest, WAIT_OPTIONS } from './sidecars';
+import { reportWrite } from './write-result';
 
 export async function usersCommand(ctx: Context, args: readonly string[]): Promise<void> {
   const [sub, ...rest] = args;
@@ -46,14 +47,19 @@ async function putUser(ctx: Context, args: readonly string[]): Promise<void> {
     };
   });
   const what = active ? 'the user record' : 'the deactivation';
-  if (wait?.json && result.waited) return reportWait(ctx, result.waited, { ...wait, what });
   const roles = developerVaults.length > 0 ? developerVaults.join(', ') : 'no vault';
-  ctx.io.out(
+  const json = {
+    userId,
+    created: result.created,
+    active,
+    developerVaults,
+    sidecarsNotified: result.receivers,
+  };
+  const human = () => [
     `${result.created ? 'Created' : 'Updated'} user ${userId}: ${active ? 'active' : 'inactive'}, Developer on ${roles}.`,
-  );
-  if (!active) ctx.io.out('The user is inactive: all of its keys are revoked.');
-  if (wait && result.waited) reportWait(ctx, result.waited, { ...wait, what });
-  else ctx.io.out(sidecarLine(result.receivers));
+    ...(active ? [] : ['The user is inactive: all of its keys are revoked.']),
+  ];
+  reportWrite(ctx, values, json, human, wait && { ...wait, what }, result.waited);
 }
 
 /** users deactivate <userId> [--wait [--timeout <N>s|ms] [--json]] */
@@ -69,11 +75,9 @@ async function deactivateUser(ctx: Context, args: readonly string[]): Promise<vo
     const receivers = await fcall(redis, 'fortary_deactivate_user', userId);
     return { keys, receivers, waited: wait && (await waitForSidecars(redis, wait.timeoutMs)) };
   });
-  const what = 'the deactivation';
-  if (wait?.json && waited) return reportWait(ctx, waited, { ...wait, what });
-  ctx.io.out(`Deactivated user ${userId}; its ${keys} key(s) are revoked.`);
-  if (wait && waited) reportWait(ctx, waited, { ...wait, what });
-  else ctx.io.out(sidecarLine(receivers));
+  const result = { userId, revokedKeys: keys, sidecarsNotified: receivers };
+  const human = () => [`Deactivated user ${userId}; its ${keys} key(s) are revoked.`];
+  reportWrite(ctx, values, result, human, wait && { ...wait, what: 'the deactivation' }, waited);
 }
 
 /** The stored record's updatedAt, so a rewrite's updatedAt always moves forward; 0 when unreadable. */

@@ -300,6 +300,16 @@ describe('the binary, main paths', () => {
       createdAt: new Date(record.createdAt).toISOString(),
       updatedAt: new Date(record.updatedAt).toISOString(),
       revokedAt: null,
+      rotatedTo: null,
+      rotatedFrom: null,
+      effectiveAccess: {
+        ownerActive: true,
+        vaults: [
+          { vaultId: 'v1', developer: true },
+          { vaultId: 'v2', developer: true },
+        ],
+        deniedEverywhere: null,
+      },
     });
   });
 

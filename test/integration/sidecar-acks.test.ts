@@ -138,7 +138,10 @@ describe('--wait', () => {
     const result = await bin(['keys', 'revoke', key.keyId, '--wait', '--json']);
     expect(result).toMatchObject({ code: 0, stderr: '' });
     const report = JSON.parse(result.stdout) as Record<string, any>;
-    expect(Object.keys(report).sort()).toEqual(['keyId', ...WAIT_FIELDS].sort());
+    // The write's own --json fields (write-result.ts), then the wait's.
+    expect(Object.keys(report).sort()).toEqual(
+      ['keyId', 'revokedAt', 'alreadyRevoked', 'sidecarsNotified', ...WAIT_FIELDS].sort(),
+    );
     expect(report).toMatchObject({
       keyId: key.keyId,
       seq: await seq(),
@@ -206,7 +209,7 @@ describe('--wait', () => {
     }
   });
 
-  test('--json on the other writes: the same shape without keyId', async () => {
+  test('--json on the other writes: their own fields plus the wait fields', async () => {
     const key = await cachedKey();
     for (const args of [
       ['keys', 'edit', key.keyId, '--label', 'json', '--wait', '--json'],
@@ -216,7 +219,7 @@ describe('--wait', () => {
       const result = await bin(args);
       expect({ args, ...result }).toMatchObject({ args, code: 0, stderr: '' });
       const report = JSON.parse(result.stdout) as Record<string, any>;
-      expect(Object.keys(report).sort()).toEqual(WAIT_FIELDS);
+      expect(Object.keys(report)).toEqual(expect.arrayContaining([...WAIT_FIELDS, 'sidecarsNotified']));
       expect(report).toMatchObject({ sidecars: 3, applied: 3, pending: [] });
     }
   });
