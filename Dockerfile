@@ -24,6 +24,8 @@ COPY package.json package-lock.json ./
 # bcrypt ships prebuilt binaries: no compiler toolchain needed here.
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The gRPC service definitions, loaded at startup by @grpc/proto-loader.
+COPY proto ./proto
 COPY bin ./bin
 # Everything above is owned by root and read-only for the service user.
 USER 10001:10001

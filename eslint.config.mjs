@@ -77,6 +77,22 @@ export default tseslint.config(
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
   {
+    // gRPC is served by @grpc/grpc-js: a hand-written HTTP/2 server is not to come back (bench/ and test/ may use
+    // node:http2 as a client or a baseline). src/core repeats these in its own, longer list below.
+    files: ['src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: ['http2', 'node:http2'].map((name) => ({
+            name,
+            message: 'src/ serves gRPC with @grpc/grpc-js, not node:http2.',
+          })),
+        },
+      ],
+    },
+  },
+  {
     // The decision core is pure: no I/O, no clock, no protocol or storage libraries.
     files: ['src/core/**/*.ts'],
     rules: {

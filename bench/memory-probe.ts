@@ -8,9 +8,11 @@
  */
 import fs from 'node:fs';
 import v8 from 'node:v8';
+import type * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { type RecordStore } from '../src/app/ports';
 import { createCheckHandler } from '../src/adapters/grpc/authz-handler';
+import { deserializeCheckRequest, type DecodedCheckRequest } from '../src/adapters/grpc/service-definition';
 import { serializeKeyRecord, serializeUserRecord } from '../src/core/records';
 import { formatToken } from '../src/core/token';
 import { createLogger } from '../src/observability/logger';
@@ -74,7 +76,11 @@ async function main(): Promise<void> {
   let allowed = 0;
   const ask = (bytes: Buffer) =>
     new Promise<boolean>((resolve) =>
-      handler(bytes, { reply: (answer) => resolve(answer.length > 20), fail: () => resolve(false) }),
+      handler(
+        { request: deserializeCheckRequest(bytes) } as grpc.ServerUnaryCall<DecodedCheckRequest, Buffer>,
+        (error, answer) =>
+          resolve(error === null && answer !== undefined && answer !== null && answer.length > 20),
+      ),
     );
   for (let pass = 0; pass < 2; pass++) {
     for (let i = 0; i < requests.length; i += 256) {

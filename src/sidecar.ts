@@ -13,9 +13,9 @@ import { SecretVerifier } from './app/secret-verifier';
 import type { Config } from './config';
 import { AdminServer } from './adapters/admin/admin-server';
 import { createCheckHandler } from './adapters/grpc/authz-handler';
-import { GrpcH2Server } from './adapters/grpc/h2-grpc-server';
-import { addHealthService, Health } from './adapters/grpc/health-service';
-import { CHECK_METHOD_PATH } from './adapters/grpc/service-definition';
+import { GrpcListener } from './adapters/grpc/grpc-server';
+import { Health, healthImplementation } from './adapters/grpc/health-service';
+import { sidecarServices } from './adapters/grpc/service-definition';
 import { createRedis, describeRedisError, reviveAfterEnd } from './adapters/redis/connections';
 import { AckReporter } from './adapters/redis/ack-reporter';
 import { EventSubscriber } from './adapters/redis/event-subscriber';
@@ -163,20 +163,20 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
       adminPort = await admin.start();
       closers.push(() => admin.close());
     }
+    const services = sidecarServices();
+    const healthService = [services.health, healthImplementation(health)] as const;
     let healthPort: number | null = null;
     if (config.health !== null) {
-      const healthListener = new GrpcH2Server(config.health, { onError: listenerError(logger, 'health') });
-      addHealthService(healthListener, health);
+      const healthListener = new GrpcListener(config.health, [healthService]);
       healthPort = await healthListener.start();
       closers.push(() => healthListener.close(1000));
     }
 
-    const grpcListener = new GrpcH2Server(config.grpc, { onError: listenerError(logger, 'grpc') });
-    grpcListener.addUnary(
-      CHECK_METHOD_PATH,
-      createCheckHandler(check, logger, metrics, malformedReporter(logger, metrics)),
-    );
-    addHealthService(grpcListener, health);
+    const checkHandler = createCheckHandler(check, logger, metrics, malformedReporter(logger, metrics));
+    const grpcListener = new GrpcListener(config.grpc, [
+      [services.authorization, { Check: checkHandler }],
+      healthService,
+    ]);
     const grpcPort = await grpcListener.start();
     closers.push(() => grpcListener.close(config.drainTimeoutMs));
 
@@ -295,10 +295,6 @@ function stallReporter(logger: Logger, metrics: Metrics): (lagMs: number, long: 
 }
 
 /** Counts every undecodable CheckRequest and logs at most one line per 10 s, so garbage cannot flood the log. */
-function listenerError(logger: Logger, listener: string): (error: Error) => void {
-  return (error) => logger.error({ listener, error: error.message }, 'listener error');
-}
-
 function malformedReporter(logger: Logger, metrics: Metrics): (error: unknown) => void {
   let lastLog = 0;
   let unlogged = 0;

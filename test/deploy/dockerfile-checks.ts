@@ -130,6 +130,7 @@ export function checkDockerfile(text: string): string[] {
   for (const [what, pattern] of [
     ['dist/ from the build stage', /--from=\S+\s+\S*dist\b/],
     ['package.json', /(^|\s)package\.json\s/],
+    ['proto/ (the service definitions @grpc/proto-loader loads)', /^proto\/?\s/],
   ] as const) {
     if (!copied.some((c) => pattern.test(c))) problems.push(`the runtime stage must COPY ${what}`);
   }

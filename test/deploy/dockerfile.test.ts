@@ -79,6 +79,7 @@ describe('Dockerfile', () => {
       /credentials file/,
     ],
     ['health check in the image', edit('HEALTHCHECK NONE', 'HEALTHCHECK CMD node -e 1'), /HEALTHCHECK/],
+    ['protos left out', edit(/^COPY proto .*$/m, ''), /must COPY proto\//],
     ['port not exposed', edit('EXPOSE 9191 9192 9464', 'EXPOSE 9191'), /EXPOSE 9192 is missing/],
   ];
 

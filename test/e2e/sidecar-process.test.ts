@@ -3,6 +3,7 @@
  * grpc.health.v1 and /metrics, stopped with SIGTERM.
  */
 import { execFile, spawn } from 'node:child_process';
+import http2 from 'node:http2';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { envoyRequest, makeCheckClient, metadataOf } from '../support/check-client';
@@ -142,6 +143,42 @@ describe('draining', () => {
       expect(verdict(await inFlight).allow).toBe(true);
       client.close();
       expect(await sidecar.exited).toBe(0);
+    } finally {
+      await sidecar.stop('SIGKILL');
+    }
+  });
+});
+
+describe('draining past FORTARY_DRAIN_TIMEOUT_MS', () => {
+  it('cuts a call that would never finish once the drain time is up, and still exits 0', async () => {
+    const sidecar = await spawnSidecar({ REDIS_URL: redis.url, FORTARY_DRAIN_TIMEOUT_MS: '500' });
+    try {
+      await waitForServing(sidecar);
+      // A request whose body never ends and that has no deadline: only the forced shutdown ends it.
+      const session = http2.connect(`http://127.0.0.1:${sidecar.grpcPort}`);
+      session.on('error', () => undefined);
+      const stream = session.request(
+        {
+          ':method': 'POST',
+          ':path': '/envoy.service.auth.v3.Authorization/Check',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+        },
+        { endStream: false },
+      );
+      stream.on('error', () => undefined);
+      const closed = new Promise<void>((resolve) => stream.on('close', () => resolve()));
+      stream.write(Buffer.from([0, 0, 0, 1, 0]));
+      await new Promise((r) => setTimeout(r, 100));
+      const started = Date.now();
+      sidecar.proc.kill('SIGTERM');
+      expect(await sidecar.exited).toBe(0);
+      const took = Date.now() - started;
+      await closed;
+      session.destroy();
+      expect(took).toBeGreaterThanOrEqual(450);
+      expect(took).toBeLessThan(5000);
+      expect(sidecar.output()).toContain('"msg":"stopped"');
     } finally {
       await sidecar.stop('SIGKILL');
     }

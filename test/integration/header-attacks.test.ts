@@ -386,10 +386,10 @@ describe('Authorization values are refused with bounded work', () => {
     expect((await ask(h, good)).allow).toBe(true);
   });
 
-  test('a CheckRequest over the 1 MiB receive limit fails the RPC (Envoy: 503), and the sidecar keeps serving', async () => {
+  test('a CheckRequest over the 4 MiB receive limit fails the RPC (Envoy: 503), and the sidecar keeps serving', async () => {
     const client: CheckClient = makeCheckClient(`127.0.0.1:${h.sidecar.grpcPort}`);
     try {
-      const huge = wire({ headerMap: [['authorization', `Bearer ${'A'.repeat(1536 * 1024)}`]] });
+      const huge = wire({ headerMap: [['authorization', `Bearer ${'A'.repeat(4.5 * 1024 * 1024)}`]] });
       await expect(client.raw(huge)).rejects.toMatchObject({ code: 8 });
       expect((await ask(h, wire({ headerMap: [['authorization', `Bearer ${open.token}`]] }))).allow).toBe(
         true,

@@ -1,9 +1,11 @@
 /**
- * The ext_authz Check handler: CheckRequest bytes in (decoded by the wire walker), encoded CheckResponse bytes
- * out. It never throws, never answers an empty CheckResponse, and allows only on a Decision with `allow: true`
- * that the pipeline positively reached. A request it cannot decode fails the call (INTERNAL), which Envoy turns
- * into status_on_error: fail closed.
+ * The ext_authz Check handler on grpc-js: a CheckRequest decoded by the wire walker (the method's deserializer)
+ * in, encoded CheckResponse bytes (the method's serializer passes them through) out. It never throws, never
+ * answers an empty CheckResponse, and allows only on a Decision with `allow: true` that the pipeline positively
+ * reached. A request the walker refused fails the call (INTERNAL), which Envoy turns into status_on_error: fail
+ * closed.
  */
+import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { CheckService } from '../../app/check';
 import { isPromise } from '../../app/maybe-async';
@@ -11,18 +13,25 @@ import { decisionKind, type Decision } from '../../core/outcome';
 import type { AuthzRequest } from '../../core/types';
 import { decisionLogger, type DecisionLog } from '../../observability/logger';
 import type { Metrics } from '../../observability/metrics';
-import { decodeCheckRequest } from './check-request-decoder';
 import { encodeAllow, encodeDeny } from './check-response-encoder';
-import { GrpcStatus, type UnaryCall, type UnaryMethod } from './h2-grpc-server';
+import { MalformedCheckRequest, type DecodedCheckRequest } from './service-definition';
+
+export type GrpcCheckHandler = grpc.handleUnaryCall<DecodedCheckRequest, Buffer>;
+const MALFORMED = { code: grpc.status.INTERNAL, details: 'malformed CheckRequest' };
 
 export function createCheckHandler(
   service: CheckService,
   logger: Logger,
   metrics: Metrics,
   onMalformed: (error: unknown) => void,
-): UnaryMethod {
+): GrpcCheckHandler {
   const log = decisionLogger(logger);
-  const respond = (req: AuthzRequest, decision: Decision, started: number, call: UnaryCall): void => {
+  const respond = (
+    req: AuthzRequest,
+    decision: Decision,
+    started: number,
+    reply: grpc.sendUnaryData<Buffer>,
+  ): void => {
     let bytes: Buffer;
     let final = decision;
     try {
@@ -33,7 +42,8 @@ export function createCheckHandler(
       final = { allow: false, reason: 'internal_error', detail: `encode failed: ${String(error)}` };
       bytes = encodeDeny('internal_error');
     }
-    call.reply(bytes);
+    // After a deadline or a cancel grpc-js drops the answer: nothing to guard here.
+    reply(null, bytes);
     // The answer is out; bookkeeping that fails must not become an unhandled rejection and crash the process.
     try {
       const seconds = (performance.now() - started) / 1000;
@@ -44,14 +54,12 @@ export function createCheckHandler(
     }
   };
 
-  return (bytes, call) => {
+  return (call, reply) => {
     const started = performance.now();
-    let req: AuthzRequest;
-    try {
-      req = decodeCheckRequest(bytes);
-    } catch (error) {
-      onMalformed(error);
-      return call.fail(GrpcStatus.INTERNAL, 'malformed CheckRequest');
+    const req = call.request;
+    if (req instanceof MalformedCheckRequest) {
+      onMalformed(req.error);
+      return reply(MALFORMED);
     }
     let result: ReturnType<CheckService['check']>;
     try {
@@ -61,12 +69,12 @@ export function createCheckHandler(
     }
     if (isPromise(result)) {
       result.then(
-        (decision) => respond(req, decision, started, call),
+        (decision) => respond(req, decision, started, reply),
         (error: unknown) =>
-          respond(req, { allow: false, reason: 'internal_error', detail: String(error) }, started, call),
+          respond(req, { allow: false, reason: 'internal_error', detail: String(error) }, started, reply),
       );
     } else {
-      respond(req, result, started, call);
+      respond(req, result, started, reply);
     }
   };
 }

@@ -1,6 +1,6 @@
 /**
  * CheckResponse bytes for the few answers Check gives, memoised. The handler hands these bytes to the gRPC
- * server unchanged (h2-grpc-server.ts frames them).
+ * server unchanged (grpc-js frames them).
  *
  * Safety rules (docs: envoy-ext-authz.md §4, §7):
  * - Every response starts with `status` (field 1), even on allow, where `code` 0 is written explicitly.

@@ -1,10 +1,10 @@
 /**
- * grpc.health.v1 (Check and Watch) on the sidecar's own gRPC server. '' and the Authorization service follow
- * readiness (Redis reachable); 'liveness' stays SERVING until the drain starts, so a Redis outage never gets the
- * pod restarted by its liveness probe.
+ * grpc.health.v1 (Check and Watch) on grpc-js. '' and the Authorization service follow readiness (Redis
+ * reachable); 'liveness' stays SERVING until the drain starts, so a Redis outage never gets the pod restarted by
+ * its liveness probe. When the drain starts every open Watch gets the final status and ends (UNAVAILABLE), since
+ * grpc-js' graceful shutdown waits for calls that would otherwise never end.
  */
-import { GrpcStatus, type GrpcH2Server, type StreamCall, type UnaryCall } from './h2-grpc-server';
-import { walkFields } from './wire-fields';
+import * as grpc from '@grpc/grpc-js';
 
 export const HEALTH_SERVICES = ['', 'envoy.service.auth.v3.Authorization'] as const;
 export const LIVENESS_SERVICE = 'liveness';
@@ -14,17 +14,25 @@ const SERVING = 1;
 const NOT_SERVING = 2;
 const SERVICE_UNKNOWN = 3;
 
+/** `service`, or null when the listener is told that the drain started. */
+type HealthListener = (service: string | null) => void;
+
 export class Health {
   private readonly statuses = new Map<string, number>([
     ['', NOT_SERVING],
     ['envoy.service.auth.v3.Authorization', NOT_SERVING],
     [LIVENESS_SERVICE, SERVING],
   ]);
-  private readonly watchers = new Set<(service: string) => void>();
+  private readonly watchers = new Set<HealthListener>();
   private ready = false;
+  private drainStarted = false;
 
   get serving(): boolean {
     return this.ready;
+  }
+
+  get draining(): boolean {
+    return this.drainStarted;
   }
 
   /** The ServingStatus number of `service`, or null when it is not one of ours. */
@@ -39,8 +47,11 @@ export class Health {
   }
 
   setDraining(): void {
+    if (this.drainStarted) return;
+    this.drainStarted = true;
     this.setReady(false);
     this.set(LIVENESS_SERVICE, NOT_SERVING);
+    for (const listener of [...this.watchers]) listener(null);
   }
 
   /** Open Watch calls (each unsubscribes when it ends). */
@@ -48,8 +59,8 @@ export class Health {
     return this.watchers.size;
   }
 
-  /** Calls `listener(service)` after every status change; returns the unsubscribe function. */
-  watch(listener: (service: string) => void): () => void {
+  /** Calls `listener(service)` after every status change, `listener(null)` once the drain started. */
+  watch(listener: HealthListener): () => void {
     this.watchers.add(listener);
     return () => {
       this.watchers.delete(listener);
@@ -63,39 +74,40 @@ export class Health {
   }
 }
 
-export function addHealthService(server: GrpcH2Server, health: Health): void {
-  server.addUnary('/grpc.health.v1.Health/Check', (request: Buffer, call: UnaryCall) => {
-    const service = decodeServiceName(request);
-    if (service === null) return call.fail(GrpcStatus.INTERNAL, 'malformed HealthCheckRequest');
-    const status = health.statusOf(service);
-    if (status === null) return call.fail(GrpcStatus.NOT_FOUND, 'unknown service');
-    call.reply(encodeStatus(status));
-  });
-  server.addServerStream('/grpc.health.v1.Health/Watch', (request: Buffer, call: StreamCall) => {
-    const service = decodeServiceName(request);
-    if (service === null) return call.fail(GrpcStatus.INTERNAL, 'malformed HealthCheckRequest');
+interface HealthCheckRequest {
+  service: string;
+}
+interface HealthCheckResponse {
+  status: number;
+}
+
+const CLOSING = { code: grpc.status.UNAVAILABLE, details: 'server closing' };
+
+export function healthImplementation(health: Health): grpc.UntypedServiceImplementation {
+  const check: grpc.handleUnaryCall<HealthCheckRequest, HealthCheckResponse> = (call, callback) => {
+    const status = health.statusOf(call.request.service);
+    if (status === null) return callback({ code: grpc.status.NOT_FOUND, details: 'unknown service' });
+    callback(null, { status });
+  };
+  const watch: grpc.handleServerStreamingCall<HealthCheckRequest, HealthCheckResponse> = (call) => {
+    if (health.draining) return void call.emit('error', CLOSING);
+    const { service } = call.request;
     let last = -1;
     const send = () => {
       const status = health.statusOf(service) ?? SERVICE_UNKNOWN;
       if (status === last) return;
       last = status;
-      call.send(encodeStatus(status));
+      call.write({ status });
     };
-    call.onEnd(health.watch((changed) => changed === service && send()));
+    const unsubscribe = health.watch((changed) => {
+      if (changed === service) return send();
+      if (changed !== null) return;
+      send();
+      unsubscribe();
+      call.emit('error', CLOSING);
+    });
+    call.once('cancelled', unsubscribe);
     send();
-  });
-}
-
-/** HealthCheckResponse { ServingStatus status = 1; } */
-function encodeStatus(status: number): Buffer {
-  return Buffer.from([0x08, status]);
-}
-
-/** HealthCheckRequest { string service = 1; }: the service name, or null when the bytes are not that message. */
-export function decodeServiceName(bytes: Buffer): string | null {
-  let service = '';
-  const ok = walkFields(bytes, (field, wireType, _value, start, end) => {
-    if (field === 1 && wireType === 2) service = bytes.toString('utf8', start, end);
-  });
-  return ok ? service : null;
+  };
+  return { Check: check, Watch: watch };
 }

@@ -1,0 +1,82 @@
+/**
+ * One gRPC listener on @grpc/grpc-js: the Check port serves Authorization and grpc.health.v1, the health port
+ * health alone. Settings are chosen for Envoy on loopback and for kubelet's probes (docs/operations.md).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { formatHostPort, type HostPort } from '../../config';
+
+/** grpc-js' and gRPC C-core's default. Envoy sends request bodies only with `with_request_body`. */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+export const SERVER_OPTIONS: Readonly<grpc.ServerOptions> = {
+  // A bigger CheckRequest (a body Envoy forwards) is refused with RESOURCE_EXHAUSTED before it is decoded.
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  // Envoy multiplexes every Check over a few connections; one client still cannot open unbounded streams.
+  'grpc.max_concurrent_streams': 1000,
+  // Envoy pings every 15 s with or without calls in flight. grpc-js 1.14 enforces no ping policy at all, so it
+  // never sends a too_many_pings GOAWAY; these pin the policy Envoy needs should a later grpc-js adopt C-core's
+  // defaults (5 min between pings without data, none without calls), which would cut Envoy's connections.
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  // Our own pings find a peer that vanished without a FIN, so its session and calls are freed.
+  'grpc.keepalive_time_ms': 60_000,
+  'grpc.keepalive_timeout_ms': 20_000,
+  // Idle connections (a probe's, an abandoned client's) are closed with a GOAWAY; Envoy reconnects on demand.
+  'grpc.max_connection_idle_ms': 5 * 60_000,
+  // grpc-js has no read timeout: a stream that never ends without a deadline lives until its connection is
+  // closed. The age limit bounds that (GOAWAY, then the grace for calls in flight); Envoy reconnects at once.
+  'grpc.max_connection_age_ms': 30 * 60_000,
+  'grpc.max_connection_age_grace_ms': 60_000,
+  // Channelz stays on (no 'grpc.enable_channelz': 0): grpc-js 1.14's forceShutdown finds the sessions to cut
+  // only through it, so without it a call that outlives the drain would never be cut.
+};
+
+export class GrpcListener {
+  private readonly server: grpc.Server;
+  private started = false;
+
+  constructor(
+    private readonly address: HostPort,
+    services: ReadonlyArray<readonly [grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>,
+  ) {
+    this.server = new grpc.Server(SERVER_OPTIONS);
+    for (const [definition, implementation] of services) this.server.addService(definition, implementation);
+  }
+
+  /** Binds the address; resolves with the bound port (the one chosen for port 0). */
+  start(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(
+        formatHostPort(this.address),
+        grpc.ServerCredentials.createInsecure(),
+        (error, port) => {
+          if (error !== null) return reject(error);
+          this.started = true;
+          resolve(port);
+        },
+      );
+    });
+  }
+
+  /**
+   * Stops accepting connections and sends every client a GOAWAY (tryShutdown): calls in flight finish; after
+   * `drainMs` whatever is left is cut (forceShutdown).
+   */
+  close(drainMs: number): Promise<void> {
+    if (!this.started) {
+      this.server.forceShutdown();
+      return Promise.resolve();
+    }
+    this.started = false;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, drainMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
