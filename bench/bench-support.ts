@@ -246,10 +246,16 @@ export interface BaselineProcess {
   target: string;
 }
 
-/** The baseline, with the same NODE_OPTIONS as the sidecar so both run under the same V8 heap settings. */
-export async function startBaseline(nodeOptions = ''): Promise<BaselineProcess> {
+/**
+ * A no-op server (`script`: baseline-server.js, grpc-js + proto-loader, or h2-floor-server.js, node:http2), with
+ * the same NODE_OPTIONS as the sidecar so both run under the same V8 heap settings.
+ */
+export async function startBaseline(
+  nodeOptions = '',
+  script = 'baseline-server.js',
+): Promise<BaselineProcess> {
   const proc = track(
-    spawn(process.execPath, [path.join(ROOT, 'dist/bench/baseline-server.js'), '127.0.0.1:0'], {
+    spawn(process.execPath, [path.join(ROOT, 'dist/bench', script), '127.0.0.1:0'], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', NODE_OPTIONS: nodeOptions },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,22 +1,16 @@
 /**
- * The CI sample of the Check fuzzer (bench/fuzz.ts: generator, mutations, oracle and judge; docs/hardening.md):
+ * The CI sample of the Check fuzzer (bench/fuzz-*.ts: generator, mutations, oracle and judge; docs/hardening.md):
  * a fixed seed, a few thousand generated, mutated and garbage CheckRequests against the real sidecar over gRPC,
  * many in flight. No answer may hang, be empty or malformed, come from an internal error, or allow what the oracle
  * cannot justify; afterwards the sidecar still serves and no token reached the logs. The long run (100 000 cases or
  * more, a separate sidecar process) is `node dist/bench/fuzz.js`; FUZZ_CASES / FUZZ_SEED widen this sample.
  */
 import fc from 'fast-check';
-import {
-  caseArbitrary,
-  encodeCase,
-  judge,
-  RawCheckClient,
-  runFuzz,
-  seedWorld,
-  TRUSTED_PROXIES,
-  type FuzzReport,
-  type World,
-} from '../../bench/fuzz';
+import { caseArbitrary } from '../../bench/fuzz-cases';
+import { judge } from '../../bench/fuzz-judge';
+import { RawCheckClient, runFuzz, type FuzzReport } from '../../bench/fuzz-runner';
+import { encodeCase } from '../../bench/fuzz-wire';
+import { seedWorld, TRUSTED_PROXIES, type World } from '../../bench/fuzz-world';
 import { encodeAllow, encodeDeny } from '../../src/adapters/grpc/check-response-encoder';
 import { checkRequestBytes, envoyRequest } from '../support/check-client';
 import { startHarness, type Harness } from '../support/sidecar-harness';
