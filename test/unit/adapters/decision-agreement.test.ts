@@ -4,7 +4,12 @@
  * all say the kind the outcome table gives it. They once disagreed (the log said `deny` for store_unavailable
  * while the metric and the metadata said `error`).
  */
+import type * as grpc from '@grpc/grpc-js';
 import { createCheckHandler } from '../../../src/adapters/grpc/authz-handler';
+import {
+  deserializeCheckRequest,
+  type DecodedCheckRequest,
+} from '../../../src/adapters/grpc/service-definition';
 import type { CheckService } from '../../../src/app/check';
 import {
   decisionKind,
@@ -31,11 +36,12 @@ async function answer(decision: Decision): Promise<Seen> {
   const service = { check: () => decision } as unknown as CheckService;
   const handler = createCheckHandler(service, logger, metrics, () => {});
   const replies: Buffer[] = [];
-  handler(checkRequestBytes(envoyRequest()), {
-    reply: (bytes) => void replies.push(bytes),
-    fail: (code, message) => {
-      throw new Error(`call failed: ${code} ${message}`);
-    },
+  // What grpc-js hands the handler: the call with the request its deserializer decoded, and the reply callback.
+  const call = { request: deserializeCheckRequest(checkRequestBytes(envoyRequest())) };
+  handler(call as grpc.ServerUnaryCall<DecodedCheckRequest, Buffer>, (error, bytes) => {
+    if (error !== null || bytes === undefined || bytes === null)
+      throw new Error(`call failed: ${error?.details}`);
+    replies.push(bytes);
   });
   expect(replies).toHaveLength(1);
   const logged = lines.map((line) => JSON.parse(line) as { msg: string; decision: string });
