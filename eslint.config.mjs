@@ -80,14 +80,15 @@ export default tseslint.config(
     // gRPC is served by @grpc/grpc-js: a hand-written HTTP/2 server is not to come back (bench/ and test/ may use
     // node:http2 as a client or a baseline). src/core repeats these in its own, longer list below.
     files: ['src/**/*.ts'],
+    // Rules of one name replace each other: the public-API list is repeated here.
     rules: {
       'no-restricted-imports': [
         'error',
         {
-          paths: ['http2', 'node:http2'].map((name) => ({
-            name,
-            message: 'src/ serves gRPC with @grpc/grpc-js, not node:http2.',
-          })),
+          paths: ['http2', 'node:http2']
+            .map((name) => ({ name, message: 'src/ serves gRPC with @grpc/grpc-js, not node:http2.' }))
+            .concat(PUBLIC_API_IMPORTS.paths),
+          patterns: PUBLIC_API_IMPORTS.patterns,
         },
       ],
     },
