@@ -250,7 +250,14 @@ async function revokeKey(ctx: Context, args: readonly string[]): Promise<void> {
       ? `Key ${keyId} was already revoked at ${revokedAt} (that time is kept).`
       : `Revoked key ${keyId}.`,
   ];
-  reportWrite(ctx, values, result, human, wait && { ...wait, what: 'the revocation' }, waited);
+  reportWrite(
+    ctx,
+    values,
+    result,
+    human,
+    wait && { ...wait, what: 'the revocation', extra: { keyId } },
+    waited,
+  );
 }
 
 /** keys show <keyId|token> | --token-stdin [--json] */

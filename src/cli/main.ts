@@ -61,8 +61,8 @@ Commands:
 Every write command accepts --json: it then prints one JSON object on one line (keys create and rotate as shown
 above; keys edit {"key", "reactivated", "sidecarsNotified"}; keys revoke {"keyId", "revokedAt", "alreadyRevoked",
 "sidecarsNotified"}; users put {"userId", "created", "active", "developerVaults", "sidecarsNotified"}; users
-deactivate {"userId", "revokedKeys", "sidecarsNotified"}). With --wait the same object also carries the wait's
-fields ("seq", "sidecars", "applied", "pending", "elapsedMs"). Errors stay one line on stderr.
+deactivate {"userId", "revokedKeys", "sidecarsNotified"}). With --wait it prints instead exactly {"seq",
+"sidecars", "applied", "pending", "elapsedMs"} (keys revoke: {"keyId", ...} first). Errors stay one line on stderr.
 
 Options:
   --redis <url>              redis:// or rediss:// URL, password in the URL (default: $REDIS_URL, else

@@ -1,8 +1,9 @@
 /**
  * The output of write commands (keys create/edit/rotate/revoke, users put/deactivate). With --json a command prints
  * exactly one line, a JSON object, for scripts; without it, the human lines. Every object from a command that
- * publishes an event carries `sidecarsNotified` (the PUBLISH receiver count); --wait adds its fields (seq, sidecars,
- * applied, pending, elapsedMs) to the same object, so the shape only ever grows.
+ * publishes an event carries `sidecarsNotified` (the PUBLISH receiver count). `--wait --json` prints instead exactly
+ * the object issue 11 specifies, {seq, sidecars, applied, pending, elapsedMs} (keys revoke: keyId first), so a
+ * script waiting on sidecars reads one fixed shape whatever the command.
  */
 import { flagOption, type OptionValues } from './args';
 import type { Context } from './context';
@@ -34,12 +35,12 @@ export function reportWrite(
   values: OptionValues,
   result: { sidecarsNotified: number },
   human: () => readonly string[],
-  wait: { json: boolean; timeoutMs: number; what: string } | null,
+  wait: { json: boolean; timeoutMs: number; what: string; extra?: Record<string, unknown> } | null,
   waited: WaitResult | null,
 ): void {
   if (wait !== null && waited !== null) {
     if (!wait.json) for (const line of human()) ctx.io.out(line);
-    reportWait(ctx, waited, { ...wait, extra: result });
+    reportWait(ctx, waited, wait);
     return;
   }
   printWriteResult(ctx, values, result, () => [...human(), sidecarLine(result.sidecarsNotified)]);
