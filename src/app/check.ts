@@ -11,7 +11,8 @@
  * Nothing here throws to the caller: every failure becomes a Decision.
  */
 import { extractCredential } from '../core/credentials';
-import { accessDenial, keyStateDenial, type AccessPolicy, type CompiledKey } from '../core/decide';
+import { clientAddressText } from '../core/network';
+import { accessDecision, keyStateDenial, type AccessPolicy, type CompiledKey } from '../core/decide';
 import type { Decision, DenyReason } from '../core/outcome';
 import type { ParsedToken } from '../core/token';
 import type { AuthzRequest } from '../core/types';
@@ -87,9 +88,15 @@ export class CheckService {
     const userId = key.userId;
     // A key whose owner record is gone or corrupt has no live roles to inherit.
     if (entry.kind !== 'user') return deny('record_invalid', `owner record ${entry.kind}`, { keyId, userId });
-    const denial = accessDenial(req, key, entry.user, this.deps.policy);
-    if (denial !== null) return deny(denial.reason, denial.detail, { keyId, userId });
-    return { allow: true, reason: 'allowed', keyId, userId };
+    const access = accessDecision(req, key, entry.user, this.deps.policy);
+    if (access.reason !== 'allowed') return deny(access.reason, access.detail, { keyId, userId });
+    if (access.vault === null) return { allow: true, reason: 'allowed', keyId, userId };
+    return { allow: true, reason: 'allowed', keyId, userId, vault: access.vault };
+  }
+
+  /** The client address the IP rules compare for this request (see clientAddress), as text; for logs. */
+  comparedAddress(req: AuthzRequest): string | undefined {
+    return clientAddressText(req.source, req.forwardedFor, this.deps.policy.trustedProxies);
   }
 }
 

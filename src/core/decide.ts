@@ -95,6 +95,13 @@ export interface AccessPolicy {
   openPaths: readonly string[];
 }
 
+/** An allowed access: the vault the path named, null for an operator-opened path outside /v1/vaults. */
+export interface Grant {
+  reason: 'allowed';
+  vault: string | null;
+}
+const OPEN_PATH_GRANT: Grant = Object.freeze({ reason: 'allowed', vault: null });
+
 /** Phases 4 and 5, for a key whose secret was verified. null means allowed. */
 export function accessDenial(
   req: AuthzRequest,
@@ -102,6 +109,17 @@ export function accessDenial(
   owner: CompiledUser,
   policy: AccessPolicy,
 ): Denial | null {
+  const access = accessDecision(req, key, owner, policy);
+  return access.reason === 'allowed' ? null : access;
+}
+
+/** accessDenial, saying on an allow which vault was granted (decision logs and last-used read it). */
+export function accessDecision(
+  req: AuthzRequest,
+  key: CompiledKey,
+  owner: CompiledUser,
+  policy: AccessPolicy,
+): Denial | Grant {
   if (!owner.active) return { reason: 'owner_inactive', detail: 'owner is deactivated' };
   if (key.ipRanges.length > 0) {
     const client = clientAddress(req.source, req.forwardedFor, policy.trustedProxies);
@@ -116,7 +134,7 @@ export function accessDenial(
   if (target.kind === 'rejected') return { reason: 'path_rejected', detail: target.detail };
   if (target.kind === 'none') {
     return isOpenPath(target.path, policy.openPaths)
-      ? null
+      ? OPEN_PATH_GRANT
       : { reason: 'vault_missing', detail: 'path names no vault' };
   }
   if (!key.vaults.includes(target.vaultId))
@@ -124,5 +142,5 @@ export function accessDenial(
   if (!owner.developerVaults.includes(target.vaultId)) {
     return { reason: 'role_missing', detail: 'owner lacks Developer on vault' };
   }
-  return null;
+  return { reason: 'allowed', vault: target.vaultId };
 }

@@ -155,3 +155,13 @@ export function clientAddress(
   }
   return { ok: true, ip: client };
 }
+
+/** clientAddress as text (IPv6 in its RFC 5952 form), or undefined when the request has no usable address. */
+export function clientAddressText(
+  source: PeerAddress,
+  forwardedFor: string | undefined,
+  trustedProxies: CidrList,
+): string | undefined {
+  const client = clientAddress(source, forwardedFor, trustedProxies);
+  return client.ok ? client.ip.toString() : undefined;
+}

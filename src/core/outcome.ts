@@ -27,7 +27,14 @@ export const DENY_REASONS = [
 export type DenyReason = (typeof DENY_REASONS)[number];
 
 export type Decision =
-  | { allow: true; reason: 'allowed'; keyId: string; userId: string }
+  | {
+      allow: true;
+      reason: 'allowed';
+      keyId: string;
+      userId: string;
+      /** The vault granted; absent for an operator-opened path. */
+      vault?: string;
+    }
   | { allow: false; reason: DenyReason; keyId?: string; userId?: string; detail?: string };
 
 /** gRPC status codes used in CheckResponse.status (google.rpc.Code). */

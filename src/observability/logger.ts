@@ -142,9 +142,15 @@ export interface DecisionFields {
   /** The outcome table's kind: the same value as the metric's `outcome` label and Envoy's `decision` metadata. */
   decision: 'allow' | 'deny' | 'error';
   reason: string;
+  /** The public error code the client got (the JSON body's `code`); absent on an allow. */
+  code?: string | undefined;
   detail?: string | undefined;
   keyId?: string | undefined;
   userId?: string | undefined;
+  /** The vault the request named (granted, or refused). */
+  vault?: string | undefined;
+  /** The address the IP rules compare: the TCP peer, or the trusted X-Forwarded-For hop. */
+  clientIp?: string | undefined;
   requestId?: string | undefined;
   method: string;
   durationMs: number;
@@ -188,9 +194,12 @@ export function decisionLogger(logger: Logger): DecisionLog {
       timePart = `,"time":"${new Date(now).toISOString()}"`;
     }
     let line = `{"level":"${level}"${timePart}${chindings},"decision":"${fields.decision}","reason":${JSON.stringify(fields.reason)}`;
+    if (fields.code !== undefined) line += `,"code":${JSON.stringify(fields.code)}`;
     if (fields.detail !== undefined) line += `,"detail":${JSON.stringify(fields.detail)}`;
     if (fields.keyId !== undefined) line += `,"keyId":${JSON.stringify(fields.keyId)}`;
     if (fields.userId !== undefined) line += `,"userId":${JSON.stringify(fields.userId)}`;
+    if (fields.vault !== undefined) line += `,"vault":${JSON.stringify(fields.vault)}`;
+    if (fields.clientIp !== undefined) line += `,"clientIp":${JSON.stringify(fields.clientIp)}`;
     if (fields.requestId !== undefined) line += `,"requestId":${JSON.stringify(fields.requestId)}`;
     line += `,"method":${JSON.stringify(fields.method)},"durationMs":${Number.isFinite(fields.durationMs) ? fields.durationMs : null},"msg":"check"}\n`;
     stream.write(line);

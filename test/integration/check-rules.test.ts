@@ -400,6 +400,65 @@ describe('logs', () => {
     expect(text).not.toMatch(/Bearer /);
   });
 
+  const lineFor = async (options: EnvoyRequestOptions) => {
+    const requestId = `req-${randomBase62(8)}`;
+    await h.client(envoyRequest({ ...options, requestId }));
+    return h.logs.find((l) => l.requestId === requestId && l.msg === 'check');
+  };
+
+  it('an allow says the vault and the trusted X-Forwarded-For hop the IP rules compared (issue 12 item 8)', async () => {
+    const line = await lineFor({
+      authorization: bearer('ip4'),
+      path: alphaPath,
+      sourceIp: '10.200.0.5',
+      forwardedFor: '203.0.113.9, 198.51.100.20, 10.200.0.7',
+    });
+    expect(line).toMatchObject({ decision: 'allow', vault: 'alpha', clientIp: '198.51.100.20' });
+    expect(line).not.toHaveProperty('code');
+  });
+
+  it('a denial says the public code, the vault asked for and the client address', async () => {
+    expect(
+      await lineFor({ authorization: bearer('alpha'), path: '/v1/vaults/beta/x', sourceIp: '2001:db8:0::9' }),
+    ).toMatchObject({
+      decision: 'deny',
+      reason: 'vault_not_allowed',
+      code: 'vault_not_allowed',
+      vault: 'beta',
+      clientIp: '2001:db8::9',
+    });
+    expect(await lineFor({ authorization: bearer('ip4'), sourceIp: '203.0.113.9' })).toMatchObject({
+      reason: 'ip_not_allowed',
+      code: 'ip_not_allowed',
+      clientIp: '203.0.113.9',
+    });
+    expect(await lineFor({ authorization: bearer('revoked'), path: alphaPath })).toMatchObject({
+      reason: 'key_revoked',
+      code: 'unauthenticated',
+      vault: 'alpha',
+      clientIp: '203.0.113.7',
+    });
+    // A forged hop from an untrusted peer is not what the rules compared: the peer is.
+    expect(
+      await lineFor({ authorization: bearer('ip4'), sourceIp: '203.0.113.9', forwardedFor: '198.51.100.20' }),
+    ).toMatchObject({ reason: 'ip_not_allowed', clientIp: '203.0.113.9' });
+  });
+
+  it('a token in the query string never reaches the log line, nor does the header or the hash', async () => {
+    const key = keys.alpha as CreatedKey;
+    const before = h.logText().length;
+    const line = await lineFor({
+      authorization: bearer('alpha'),
+      path: `/v1/vaults/alpha/items?api_key=${key.token}&enc=${key.token.replace(/_/g, '%5F')}`,
+    });
+    expect(line).toMatchObject({ reason: 'credentials_misplaced', code: 'unauthenticated', vault: 'alpha' });
+    const text = h.logText().slice(before);
+    expect(text).toContain('credentials_misplaced');
+    for (const secret of [key.token, key.token.slice(17, 60), key.secretHash, key.secretHash.slice(7)])
+      expect(text).not.toContain(secret);
+    expect(text).not.toMatch(/bearer|authorization|fty_|%5F/i);
+  });
+
   it('bounds a client-sent x-request-id in the decision line', async () => {
     const huge = `big-${'r'.repeat(20_000)}`;
     await h.client(envoyRequest({ authorization: bearer('alpha'), path: alphaPath, requestId: huge }));

@@ -9,7 +9,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { CheckService } from '../../app/check';
 import { isPromise } from '../../app/maybe-async';
-import { decisionKind, type Decision } from '../../core/outcome';
+import { decisionKind, outcomeFor, type Decision } from '../../core/outcome';
+import { parseVaultPath } from '../../core/vault-path';
 import type { AuthzRequest } from '../../core/types';
 import { decisionLogger, type DecisionLog } from '../../observability/logger';
 import type { Metrics } from '../../observability/metrics';
@@ -48,7 +49,7 @@ export function createCheckHandler(
     try {
       const seconds = (performance.now() - started) / 1000;
       metrics.decision(final.reason, seconds);
-      logDecision(log, req, final, seconds);
+      logDecision(log, req, final, seconds, service);
     } catch {
       // Nothing safe is left to do: the decision was answered, and logging is what failed.
     }
@@ -88,22 +89,38 @@ function headersToRemove(req: AuthzRequest): readonly string[] {
 }
 const NONE: readonly string[] = [];
 
-function logDecision(log: DecisionLog, req: AuthzRequest, decision: Decision, seconds: number): void {
+function logDecision(
+  log: DecisionLog,
+  req: AuthzRequest,
+  decision: Decision,
+  seconds: number,
+  service: CheckService,
+): void {
   const level =
     decision.reason === 'internal_error'
       ? 'error'
       : decision.reason === 'store_unavailable'
         ? 'warn'
         : 'info';
+  // Never the token, the Authorization value or the path: the query may hold a token (refused, but logged).
   log(level, {
     decision: decisionKind(decision.reason),
     reason: decision.reason,
+    code: decision.allow ? undefined : outcomeFor(decision.reason).publicCode,
     detail: decision.allow ? undefined : decision.detail,
     keyId: decision.keyId,
     userId: decision.userId,
+    vault: decision.allow ? decision.vault : requestedVault(req.path),
+    clientIp: service.comparedAddress(req),
     // Client-controlled: bounded so a huge x-request-id cannot amplify every log line.
     requestId: req.requestId === undefined ? undefined : req.requestId.slice(0, 128),
     method: req.method.slice(0, 16),
     durationMs: Math.round(seconds * 1e6) / 1e3,
   });
+}
+
+/** The vault a refused request named, when its path names one unambiguously (a vault id is never a token). */
+function requestedVault(path: string): string | undefined {
+  const target = parseVaultPath(path);
+  return target.kind === 'vault' ? target.vaultId : undefined;
 }

@@ -4,6 +4,7 @@
  * from a passing request in exactly the way it names.
  */
 import {
+  accessDecision,
   accessDenial,
   compileKey,
   compileUser,
@@ -340,5 +341,31 @@ describe('compileKey / compileUser', () => {
 
   it('refuses an invalid CIDR loudly (records.ts must have caught it)', () => {
     expect(() => compileKey(keyRecord({ ipAllowlist: ['10.0.0.1/33'] }))).toThrow(/invalid CIDR/);
+  });
+});
+
+describe('accessDecision names the vault it granted (decision logs, last used)', () => {
+  const decide = (row: Row) =>
+    accessDecision(
+      request(row.req),
+      compileKey(keyRecord(row.key)),
+      compileUser(userRecord(row.user)),
+      policy(row.policy),
+    );
+  it('a vault path grants that vault', () => {
+    expect(decide({ req: { path: '/v1/vaults/alpha/items?x=1' } })).toEqual({
+      reason: 'allowed',
+      vault: 'alpha',
+    });
+  });
+  it('an operator-opened path grants no vault', () => {
+    expect(decide({ req: { path: '/v1/me' }, policy: { openPaths: ['/v1/me'] } })).toEqual({
+      reason: 'allowed',
+      vault: null,
+    });
+  });
+  it('a denial is the same denial accessDenial gives', () => {
+    const row: Row = { req: { path: '/v1/vaults/beta' } };
+    expect(decide(row)).toEqual(access(row));
   });
 });

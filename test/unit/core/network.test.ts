@@ -5,6 +5,7 @@
 import {
   cidrProblem,
   clientAddress,
+  clientAddressText,
   compileCidrs,
   parseCidr,
   inRanges,
@@ -373,5 +374,32 @@ describe('clientAddress', () => {
     const hops = (n: number) => Array.from({ length: n }, (_, i) => `10.0.${i >> 8}.${i & 255}`).join(',');
     expect(resolve(ip('10.0.0.2'), hops(64), PROXIES)).toBe('10.0.0.0');
     expect(resolve(ip('10.0.0.2'), hops(65), PROXIES)).toBe('refused: X-Forwarded-For has too many hops');
+  });
+});
+
+describe('clientAddressText: what the decision log shows as clientIp', () => {
+  const peer = (ip: string): PeerAddress => ({ kind: 'ip', ip });
+  it.each<[string, PeerAddress, string | undefined, string[], string | undefined]>([
+    ['the TCP peer without trusted proxies', peer('203.0.113.7'), '198.51.100.1', [], '203.0.113.7'],
+    ['IPv6 in its canonical short form', peer('2001:db8:0:0::9'), undefined, [], '2001:db8::9'],
+    ['an IPv4-mapped peer as IPv4', peer('::ffff:198.51.100.20'), undefined, [], '198.51.100.20'],
+    [
+      'the rightmost untrusted hop behind a trusted proxy',
+      peer('10.0.0.5'),
+      '1.2.3.4, 198.51.100.20, 10.0.0.7',
+      ['10.0.0.0/8'],
+      '198.51.100.20',
+    ],
+    [
+      'a forged hop from an untrusted peer is ignored',
+      peer('203.0.113.9'),
+      '198.51.100.20',
+      ['10.0.0.0/8'],
+      '203.0.113.9',
+    ],
+    ['no address for a Unix-socket peer', { kind: 'none', detail: 'pipe' }, undefined, [], undefined],
+    ['no address when a trusted hop is garbage', peer('10.0.0.5'), 'nonsense', ['10.0.0.0/8'], undefined],
+  ])('%s', (_name, source, xff, trusted, expected) => {
+    expect(clientAddressText(source, xff, ranges(...trusted))).toBe(expected);
   });
 });
