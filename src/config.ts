@@ -26,6 +26,10 @@ export interface Config {
   bcrypt: { concurrency: number; queue: number };
   drainTimeoutMs: number;
   heartbeatMs: number;
+  /** Allowed requests of keys expiring within this many ms carry x-fortary-key-expires-at; 0 = never. */
+  expiryWarningMs: number;
+  /** How often one key's last use is written to Redis, at most. */
+  lastUsedFlushMs: number;
   logLevel: string;
   /** The pod name (HOSTNAME, else the host name): the first half of the sidecar's acknowledgement id. */
   hostname: string;
@@ -33,6 +37,7 @@ export interface Config {
 
 export type ConfigResult = { ok: true; config: Readonly<Config> } | { ok: false; problems: string[] };
 
+const DAY_MS = 24 * 60 * 60 * 1000;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function readConfig(env: NodeJS.ProcessEnv): ConfigResult {
@@ -85,6 +90,8 @@ export function readConfig(env: NodeJS.ProcessEnv): ConfigResult {
     drainTimeoutMs: p.integer('FORTARY_DRAIN_TIMEOUT_MS', 10_000, 0, 600_000),
     heartbeatMs: p.integer('FORTARY_HEARTBEAT_MS', 1000, 50, 60_000),
     hostname: env.HOSTNAME?.trim() || os.hostname(),
+    expiryWarningMs: p.integer('FORTARY_EXPIRY_WARNING_DAYS', 30, 0, 3650) * DAY_MS,
+    lastUsedFlushMs: p.integer('FORTARY_LAST_USED_FLUSH_S', 60, 1, 3600) * 1000,
     logLevel: p.oneOf('FORTARY_LOG_LEVEL', 'info', LOG_LEVELS),
   };
   for (const [name, a, b] of [

@@ -109,6 +109,7 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     verifier,
     clock,
     policy: { trustedProxies: config.trustedProxies, openPaths: config.openPaths },
+    expiryWarningMs: config.expiryWarningMs,
   });
 
   watchCommandConnection(redis, health, logger, quiet, () => {

@@ -12,7 +12,13 @@
  */
 import { extractCredential } from '../core/credentials';
 import { clientAddressText } from '../core/network';
-import { accessDecision, keyStateDenial, type AccessPolicy, type CompiledKey } from '../core/decide';
+import {
+  accessDecision,
+  expiryToAnnounce,
+  keyStateDenial,
+  type AccessPolicy,
+  type CompiledKey,
+} from '../core/decide';
 import type { Decision, DenyReason } from '../core/outcome';
 import type { ParsedToken } from '../core/token';
 import type { AuthzRequest } from '../core/types';
@@ -28,6 +34,8 @@ export interface CheckDeps {
   verifier: SecretVerifier;
   clock: Clock;
   policy: AccessPolicy;
+  /** FORTARY_EXPIRY_WARNING_DAYS in ms: allows of keys expiring sooner carry the expiry. 0 or absent: off. */
+  expiryWarningMs?: number;
 }
 
 export class CheckService {
@@ -79,19 +87,27 @@ export class CheckService {
       if (result === 'mismatch') return deny('secret_mismatch', 'secret does not match', { keyId, userId });
       const cachedUser = this.deps.cache.peekUser(userId);
       const user = cachedUser ?? this.deps.cache.loadUser(userId);
-      return chain(user, (u) => this.withOwner(req, key, u));
+      return chain(user, (u) => this.withOwner(req, key, u, now));
     });
   }
 
-  private withOwner(req: AuthzRequest, key: CompiledKey, entry: UserEntry): Decision {
+  private withOwner(req: AuthzRequest, key: CompiledKey, entry: UserEntry, now: number): Decision {
     const keyId = key.id;
     const userId = key.userId;
     // A key whose owner record is gone or corrupt has no live roles to inherit.
     if (entry.kind !== 'user') return deny('record_invalid', `owner record ${entry.kind}`, { keyId, userId });
     const access = accessDecision(req, key, entry.user, this.deps.policy);
     if (access.reason !== 'allowed') return deny(access.reason, access.detail, { keyId, userId });
-    if (access.vault === null) return { allow: true, reason: 'allowed', keyId, userId };
-    return { allow: true, reason: 'allowed', keyId, userId, vault: access.vault };
+    const warning = expiryToAnnounce(key.expiresAt, now, this.deps.expiryWarningMs ?? 0);
+    // One object shape for every allow (absent values as undefined), so the handler's reads stay monomorphic.
+    return {
+      allow: true,
+      reason: 'allowed',
+      keyId,
+      userId,
+      vault: access.vault ?? undefined,
+      expiryWarning: warning ?? undefined,
+    };
   }
 
   /** The client address the IP rules compare for this request (see clientAddress), as text; for logs. */

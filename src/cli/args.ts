@@ -190,6 +190,17 @@ export function expiry(
   return undefined;
 }
 
+/** A `--<name> <N>d` filter of keys list, in ms (1 <= N <= 36500); undefined when the flag is absent. */
+export function daysOption(values: OptionValues, name: string): number | undefined {
+  const text = stringOption(values, name);
+  if (text === undefined) return undefined;
+  const match = /^([1-9][0-9]{0,4})d$/.exec(text);
+  const days = match === null ? NaN : Number(match[1]);
+  if (!(days <= MAX_EXPIRY_DAYS))
+    throw new UsageError(`--${name} must be <days>d with 1 <= days <= ${MAX_EXPIRY_DAYS} (e.g. 30d)`);
+  return days * DAY_MS;
+}
+
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const DATE_TIME =
   /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:(Z)|([+-])(\d{2}):?(\d{2}))$/;

@@ -8,6 +8,7 @@ import {
   bcryptCost,
   cidrs,
   DAY_MS,
+  daysOption,
   DEFAULT_EXPIRY_DAYS,
   expiry,
   flagOption,
@@ -279,10 +280,15 @@ async function showKey(ctx: Context, args: readonly string[]): Promise<void> {
   else for (const line of describeKey(view)) ctx.io.out(line);
 }
 
-/** keys list --user <userId> [--json] */
+/** keys list --user <userId> [--expiring-within <N>d] [--json] */
 async function listKeys(ctx: Context, args: readonly string[]): Promise<void> {
-  const { values } = ctx.parse('keys list', args, { user: { type: 'string' }, json: { type: 'boolean' } });
+  const { values } = ctx.parse('keys list', args, {
+    user: { type: 'string' },
+    'expiring-within': { type: 'string' },
+    json: { type: 'boolean' },
+  });
   const userId = requireUserId(stringOption(values, 'user'), '--user');
+  const expiringWithin = daysOption(values, 'expiring-within');
   const keys = await ctx.withRedis(async (redis) => {
     const ids = await redis.smembers(userKeysSet(userId));
     if (ids.length === 0 && (await readUser(redis, userId)) === null)
@@ -295,6 +301,9 @@ async function listKeys(ctx: Context, args: readonly string[]): Promise<void> {
   });
   const now = ctx.now();
   const views: ListedKey[] = keys.keys
+    .filter(
+      (key) => expiringWithin === undefined || (key.ok && expiresWithin(key.record, now, expiringWithin)),
+    )
     .sort(byCreation)
     .map((key) =>
       key.ok
@@ -305,7 +314,12 @@ async function listKeys(ctx: Context, args: readonly string[]): Promise<void> {
     ctx.io.out(JSON.stringify(views));
     return;
   }
-  if (views.length === 0) ctx.io.out(`User ${userId} has no keys.`);
+  if (views.length === 0)
+    ctx.io.out(
+      expiringWithin === undefined
+        ? `User ${userId} has no keys.`
+        : `User ${userId} has no key that expires within ${days(expiringWithin)}.`,
+    );
   views.forEach((view, i) => {
     if (i > 0) ctx.io.out('');
     if (view.status === 'invalid') {
@@ -383,6 +397,16 @@ function describeKey(view: KeyView): string[] {
   ];
 }
 
+/** A key that works now and stops working within `windowMs` because it expires (what --expiring-within lists). */
+function expiresWithin(key: KeyRecord, nowMs: number, windowMs: number): boolean {
+  return (
+    key.revokedAt === null &&
+    key.expiresAt !== null &&
+    key.expiresAt > nowMs &&
+    key.expiresAt - nowMs <= windowMs
+  );
+}
+
 /** Oldest first, ties by id; records that break the contract last. */
 function byCreation(a: StoredKey, b: StoredKey): number {
   const created = (key: StoredKey) => (key.ok ? key.record.createdAt : Number.MAX_SAFE_INTEGER);
@@ -390,4 +414,5 @@ function byCreation(a: StoredKey, b: StoredKey): number {
   return created(a) - created(b) || (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0);
 }
 
+const days = (ms: number): string => `${ms / DAY_MS} day${ms === DAY_MS ? '' : 's'}`;
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());

@@ -50,8 +50,9 @@ Commands:
       Show a key (never its secret): owner, scopes, vaults, IPs, expiry, label, times, status, rotation links,
       and its effective access: whether the owner is active and holds Developer on each of the key's vaults now
       (a key is only as good as its owner's live roles; 'effect:' names what the sidecar will deny).
-  keys list --user <userId> [--json]
-      Show a user's keys, oldest first.
+  keys list --user <userId> [--expiring-within <N>d] [--json]
+      Show a user's keys, oldest first. --expiring-within lists only the keys that work now and expire within
+      N days (1-36500): those that will soon stop working.
   sidecars [--json]
       List the live sidecars (heard from within 3 heartbeats): id, version, appliedSeq (the last change event
       applied), lagEvents (events behind the current sequence), lastSeenMs. --json prints an array of objects.

@@ -90,6 +90,15 @@ export function keyStateDenial(
   return null;
 }
 
+/**
+ * The expiry an allowed request should announce to its client: the key's expiry when it is within `windowMs` of
+ * now, else null (no expiry, expiring later, or a window of 0, which turns the warning off).
+ */
+export function expiryToAnnounce(expiresAt: number | null, nowMs: number, windowMs: number): number | null {
+  if (expiresAt === null || windowMs <= 0) return null;
+  return expiresAt - nowMs <= windowMs ? expiresAt : null;
+}
+
 export interface AccessPolicy {
   trustedProxies: CidrList;
   openPaths: readonly string[];

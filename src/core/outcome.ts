@@ -33,7 +33,9 @@ export type Decision =
       keyId: string;
       userId: string;
       /** The vault granted; absent for an operator-opened path. */
-      vault?: string;
+      vault?: string | undefined;
+      /** The key's expiry when it falls within the warning window: the client is told (x-fortary-key-expires-at). */
+      expiryWarning?: number | undefined;
     }
   | { allow: false; reason: DenyReason; keyId?: string; userId?: string; detail?: string };
 

@@ -131,3 +131,49 @@ describe('host:port', () => {
     expect(parseHostPort(text)).toBeNull();
   });
 });
+
+describe('FORTARY_EXPIRY_WARNING_DAYS and FORTARY_LAST_USED_FLUSH_S', () => {
+  it('default to 30 days and 60 s', () => {
+    const result = readConfig({});
+    expect(result).toMatchObject({
+      ok: true,
+      config: { expiryWarningMs: 30 * 86_400_000, lastUsedFlushMs: 60_000 },
+    });
+  });
+
+  it('accept 0 days (off) and the bounds of the flush interval', () => {
+    expect(readConfig({ FORTARY_EXPIRY_WARNING_DAYS: '0', FORTARY_LAST_USED_FLUSH_S: '1' })).toMatchObject({
+      ok: true,
+      config: { expiryWarningMs: 0, lastUsedFlushMs: 1000 },
+    });
+    expect(readConfig({ FORTARY_LAST_USED_FLUSH_S: '3600' })).toMatchObject({
+      ok: true,
+      config: { lastUsedFlushMs: 3_600_000 },
+    });
+  });
+
+  it('refuse values out of range or not integers, listing every problem', () => {
+    const result = readConfig({
+      FORTARY_EXPIRY_WARNING_DAYS: '-1',
+      FORTARY_LAST_USED_FLUSH_S: '0',
+      FORTARY_ROLE_MAX_STALENESS_S: 'soon',
+    });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.problems).toEqual(
+      expect.arrayContaining([
+        'FORTARY_EXPIRY_WARNING_DAYS must be an integer, got "-1"',
+        'FORTARY_LAST_USED_FLUSH_S must be between 1 and 3600, got 0',
+        'FORTARY_ROLE_MAX_STALENESS_S must be an integer, got "soon"',
+      ]),
+    );
+    expect(readConfig({ FORTARY_LAST_USED_FLUSH_S: '3601' })).toEqual({
+      ok: false,
+      problems: ['FORTARY_LAST_USED_FLUSH_S must be between 1 and 3600, got 3601'],
+    });
+    expect(readConfig({ FORTARY_EXPIRY_WARNING_DAYS: '30d' })).toEqual({
+      ok: false,
+      problems: ['FORTARY_EXPIRY_WARNING_DAYS must be an integer, got "30d"'],
+    });
+  });
+});

@@ -37,7 +37,12 @@ export function createCheckHandler(
     let final = decision;
     try {
       bytes = decision.allow
-        ? encodeAllow(decision.keyId, decision.userId, headersToRemove(req))
+        ? encodeAllow(
+            decision.keyId,
+            decision.userId,
+            headersToRemove(req),
+            decision.expiryWarning === undefined ? undefined : new Date(decision.expiryWarning).toISOString(),
+          )
         : encodeDeny(decision.reason, decision);
     } catch (error) {
       final = { allow: false, reason: 'internal_error', detail: `encode failed: ${String(error)}` };

@@ -22,6 +22,8 @@ import { walkFields } from './wire-fields';
 
 export const KEY_ID_HEADER = 'x-fortary-key-id';
 export const USER_ID_HEADER = 'x-fortary-user-id';
+/** Response header telling the client its key expires soon (ISO 8601 UTC); see FORTARY_EXPIRY_WARNING_DAYS. */
+export const EXPIRES_AT_HEADER = 'x-fortary-key-expires-at';
 
 /** envoy.config.core.v3.HeaderValueOption.HeaderAppendAction */
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
@@ -171,9 +173,10 @@ function putIdentityHeader(
   name: string,
   value: string,
   valueLength: number,
+  tag = 0x12, // OkHttpResponse.headers; 0x32 is response_headers_to_add
 ): number {
   const headerValue = fieldSize(name.length) + fieldSize(valueLength);
-  out[at] = 0x12; // OkHttpResponse.headers
+  out[at] = tag;
   at = writeVarint(out, at + 1, fieldSize(headerValue) + OVERWRITE.length);
   out[at] = 0x0a; // HeaderValueOption.header
   at = writeVarint(out, at + 1, headerValue);
@@ -199,14 +202,22 @@ const ONLY_AUTHORIZATION: readonly string[] = ['authorization'];
 
 /**
  * An allow: status 0 (on the wire), the identity headers overwritten, `authorization` plus `removeHeaders`
- * removed, and `{decision, reason, key_id, user_id}` as dynamic metadata. Written straight into one buffer
+ * removed, `x-fortary-key-expires-at: <expiresAt>` added to the client's response when `expiresAt` is given, and
+ * `{decision, reason, key_id, user_id}` as dynamic metadata. Written straight into one buffer
  * (about a microsecond), and kept only for the most recently used keys, so 100,000 cached keys cost no answer
  * memory. The layout is
  * checked against protobufjs byte for byte in the unit tests and decoded once at load (below). Throws on an empty
  * id (the caller answers internal_error instead).
  */
-export function encodeAllow(keyId: string, userId: string, removeHeaders: readonly string[]): Buffer {
-  if (removeHeaders.length > 0) return writeAllow(keyId, userId, removeHeaders);
+export function encodeAllow(
+  keyId: string,
+  userId: string,
+  removeHeaders: readonly string[],
+  expiresAt?: string,
+): Buffer {
+  // A key near its expiry is a minority of traffic, and its answer is written fresh: nothing to memoise per day.
+  if (removeHeaders.length > 0 || expiresAt !== undefined)
+    return writeAllow(keyId, userId, removeHeaders, expiresAt);
   const hot = hotAllows.get(keyId);
   if (hot !== undefined && hot.userId === userId) return hot.bytes;
   const bytes = writeAllow(keyId, userId, removeHeaders);
@@ -224,7 +235,12 @@ export function encodeAllow(keyId: string, userId: string, removeHeaders: readon
 const HOT_ALLOWS = 1024;
 const hotAllows = new LRUCache<string, { userId: string; bytes: Buffer }>({ max: HOT_ALLOWS });
 
-function writeAllow(keyId: string, userId: string, removeHeaders: readonly string[]): Buffer {
+function writeAllow(
+  keyId: string,
+  userId: string,
+  removeHeaders: readonly string[],
+  expiresAt?: string,
+): Buffer {
   // Envoy drops a header set to '' (keep_empty_value is false), which would let a client's own copy through.
   if (keyId === '' || userId === '') throw new Error('refusing to allow without a key id and a user id');
   const keyLength = utf8Length(keyId);
@@ -235,6 +251,9 @@ function writeAllow(keyId: string, userId: string, removeHeaders: readonly strin
     fieldSize(identityHeaderSize(KEY_ID_HEADER.length, keyLength)) +
     fieldSize(identityHeaderSize(USER_ID_HEADER.length, userLength));
   for (const length of nameLengths) okSize += fieldSize(length);
+  const expiresLength = expiresAt === undefined ? 0 : utf8Length(expiresAt);
+  if (expiresAt !== undefined)
+    okSize += fieldSize(identityHeaderSize(EXPIRES_AT_HEADER.length, expiresLength));
   const structSize =
     ALLOW_METADATA_PREFIX_SIZE +
     metadataEntrySize('key_id'.length, keyLength) +
@@ -248,6 +267,9 @@ function writeAllow(keyId: string, userId: string, removeHeaders: readonly strin
   names.forEach((name, i) => {
     at = putString(out, at, 0x2a, name, nameLengths[i] as number); // OkHttpResponse.headers_to_remove
   });
+  // OkHttpResponse.response_headers_to_add (6): to the client, overwriting any upstream copy.
+  if (expiresAt !== undefined)
+    at = putIdentityHeader(out, at, EXPIRES_AT_HEADER, expiresAt, expiresLength, 0x32);
   out[at] = 0x22; // CheckResponse.dynamic_metadata
   at = writeVarint(out, at + 1, structSize);
   at = putMetadataEntry(out, at, 'decision', 'allow', 5);
@@ -262,6 +284,7 @@ const ALLOW_METADATA_PREFIX_SIZE =
 
 // The full decoding guard, once: an allow built by the code above says allow to protobufjs.
 guardCheckResponse(encodeAllow('AAAAAAAAAAAA', 'load-check-user', ['x-api-key']), true);
+guardCheckResponse(encodeAllow('AAAAAAAAAAAA', 'load-check-user', [], '2030-01-01T00:00:00.000Z'), true);
 
 function checkedOutcome(reason: DenyReason): Outcome {
   const outcome = outcomeFor(reason);

@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import {
   encodeAllow,
   encodeDeny,
+  EXPIRES_AT_HEADER,
   KEY_ID_HEADER,
   USER_ID_HEADER,
   guardCheckResponse,
@@ -101,6 +102,36 @@ describe('encodeAllow', () => {
     expect(encodeAllow('k', 'u', [])).toEqual(referenceBytes(expected));
   });
 
+  test('an expiry warning is response_headers_to_add (field 6), exactly as protobufjs encodes it', () => {
+    const at = '2027-01-31T12:00:00.000Z';
+    const header = (key: string, value: string) => ({
+      header: { key, value },
+      append: { value: false },
+      append_action: 2,
+    });
+    const expected = {
+      status: { code: 0 },
+      ok_response: {
+        headers: [header(KEY_ID_HEADER, 'k'), header(USER_ID_HEADER, 'u')],
+        headers_to_remove: ['authorization'],
+        response_headers_to_add: [header(EXPIRES_AT_HEADER, at)],
+      },
+      dynamic_metadata: {
+        fields: { decision: s('allow'), reason: s('allowed'), key_id: s('k'), user_id: s('u') },
+      },
+    };
+    const bytes = encodeAllow('k', 'u', [], at);
+    expect(bytes).toEqual(referenceBytes(expected));
+    expect(expectSafeShape(bytes, true).ok_response.response_headers_to_add).toEqual([
+      header(EXPIRES_AT_HEADER, at),
+    ]);
+    expected.ok_response.headers_to_remove = ['authorization', 'x-api-key'];
+    expect(encodeAllow('k', 'u', ['x-api-key'], at)).toEqual(referenceBytes(expected));
+    // Not memoised with the header, and the memoised answer of the same key never carries it.
+    expect(encodeAllow('k', 'u', []).includes(Buffer.from(EXPIRES_AT_HEADER))).toBe(false);
+    expect(encodeAllow('k', 'u', [], at)).not.toBe(encodeAllow('k', 'u', [], at));
+  });
+
   test('removeHeaders: lowercased, deduplicated, after authorization, never the two headers we set', () => {
     const decoded = expectSafeShape(
       encodeAllow('k', 'u', [
@@ -164,9 +195,18 @@ describe('encodeAllow', () => {
         fc.string({ unit: 'binary', minLength: 1, maxLength: 30 }),
         fc.string({ unit: 'binary', minLength: 1, maxLength: 30 }),
         fc.array(name, { maxLength: 6 }),
-        (keyId, userId, remove) => {
-          const bytes = encodeAllow(keyId, userId, remove);
+        fc.option(fc.string({ unit: 'binary', minLength: 1, maxLength: 40 }), { nil: undefined }),
+        (keyId, userId, remove, expiresAt) => {
+          const bytes = encodeAllow(keyId, userId, remove, expiresAt);
           const decoded = expectSafeShape(bytes, true);
+          const added = decoded.ok_response.response_headers_to_add;
+          if (expiresAt === undefined) expect(added).toBeUndefined();
+          else
+            expect(added).toEqual([
+              expect.objectContaining({ header: { key: EXPIRES_AT_HEADER, value: expiresAt } }),
+            ]);
+          // Byte for byte what protobufjs writes for the object it decoded to.
+          expect(bytes).toEqual(referenceBytes(decoded));
           expect(decoded.ok_response.headers[0].header.value).toBe(keyId);
           expect(decoded.ok_response.headers[1].header.value).toBe(userId);
           const removed: string[] = decoded.ok_response.headers_to_remove;

@@ -8,6 +8,7 @@ import {
   accessDenial,
   compileKey,
   compileUser,
+  expiryToAnnounce,
   keyStateDenial,
   type AccessPolicy,
   type Denial,
@@ -367,5 +368,20 @@ describe('accessDecision names the vault it granted (decision logs, last used)',
   it('a denial is the same denial accessDenial gives', () => {
     const row: Row = { req: { path: '/v1/vaults/beta' } };
     expect(decide(row)).toEqual(access(row));
+  });
+});
+
+describe('expiryToAnnounce (the in-band expiry warning)', () => {
+  const DAY = 86_400_000;
+  it.each<[string, number | null, number, number | null]>([
+    ['no expiry', null, 30 * DAY, null],
+    ['expiring within the window', NOW + 10 * DAY, 30 * DAY, NOW + 10 * DAY],
+    ['expiring exactly at the window edge', NOW + 30 * DAY, 30 * DAY, NOW + 30 * DAY],
+    ['expiring one ms after the window', NOW + 30 * DAY + 1, 30 * DAY, null],
+    ['expiring in a year', NOW + 365 * DAY, 30 * DAY, null],
+    ['expiring in one ms', NOW + 1, 30 * DAY, NOW + 1],
+    ['a window of 0 turns it off', NOW + 1, 0, null],
+  ])('%s', (_name, expiresAt, windowMs, expected) => {
+    expect(expiryToAnnounce(expiresAt, NOW, windowMs)).toBe(expected);
   });
 });
