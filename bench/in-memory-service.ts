@@ -12,7 +12,12 @@ export async function inMemoryCheckService(
   store: RecordStore,
   compare: SecretCompare,
   options: { maxKeys: number } & Partial<SecretVerifierOptions>,
-): Promise<{ service: CheckService; cache: RecordCache; verifier: SecretVerifier }> {
+): Promise<{
+  service: CheckService;
+  cache: RecordCache;
+  verifier: SecretVerifier;
+  freshness: CacheFreshness;
+}> {
   const cache = new RecordCache(store, silentEvents, {
     maxKeys: options.maxKeys,
     maxUsers: options.maxKeys,
@@ -41,5 +46,5 @@ export async function inMemoryCheckService(
     clock: systemClock,
     policy: { trustedProxies: [], openPaths: [] },
   });
-  return { service, cache, verifier };
+  return { service, cache, verifier, freshness };
 }

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { CheckService } from './app/check';
 import { CacheFreshness, LOOP_TICK_MS, STALL_CAUSE } from './app/freshness';
 import { systemClock, type AppEvents, type Clock, type SecretCompare } from './app/ports';
+import { LastUsedRecorder, type LastUsedEvents } from './app/last-used';
 import { RecordCache } from './app/record-cache';
 import { SecretVerifier } from './app/secret-verifier';
 import type { Config } from './config';
@@ -20,7 +21,9 @@ import { createRedis, describeRedisError, reviveAfterEnd } from './adapters/redi
 import { AckReporter } from './adapters/redis/ack-reporter';
 import { EventSubscriber } from './adapters/redis/event-subscriber';
 import { ensureFunctionLibrary } from './adapters/redis/function-library';
+import { RedisLastUseStore } from './adapters/redis/last-used-store';
 import { RedisRecordStore } from './adapters/redis/record-store';
+import { clientAddressText } from './core/network';
 import { Metrics } from './observability/metrics';
 import { QuietLog } from './observability/quiet-log';
 import { version } from '../package.json';
@@ -103,6 +106,19 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
       digests: cache.digests,
     },
   );
+  const lastUsed = new LastUsedRecorder(
+    new RedisLastUseStore(redis, () => metrics.redisErrors.labels('last_used').inc()),
+    lastUsedEvents(logger, metrics),
+    {
+      flushMs: config.lastUsedFlushMs,
+      maxPending: LAST_USED_MAX_PENDING,
+      resolveAddress: (source, forwardedFor) =>
+        clientAddressText(source, forwardedFor, config.trustedProxies),
+    },
+  );
+  lastUsed.start();
+  // Runs after the gRPC listener and the subscriber have closed, before the command connection quits.
+  closers.push(() => lastUsed.close());
   const check = new CheckService({
     cache,
     freshness,
@@ -110,6 +126,7 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     clock,
     policy: { trustedProxies: config.trustedProxies, openPaths: config.openPaths },
     expiryWarningMs: config.expiryWarningMs,
+    lastUsed,
   });
 
   watchCommandConnection(redis, health, logger, quiet, () => {
@@ -292,6 +309,34 @@ function stallReporter(logger: Logger, metrics: Metrics): (lagMs: number, long: 
     stalls = 0;
     longestMs = 0;
     anyLong = false;
+  };
+}
+
+/**
+ * Distinct keys whose last use waits for the next write: ~200 bytes each, so at most ~2 MiB. More keys used within
+ * one interval than this lose that interval's update (counted), never the decision.
+ */
+const LAST_USED_MAX_PENDING = 10_000;
+
+function lastUsedEvents(logger: Logger, metrics: Metrics): LastUsedEvents {
+  let lastWarning = 0;
+  return {
+    dropped: (count) => metrics.lastUsedDropped.inc(count),
+    written: (count) => metrics.lastUsedWrites.labels('written').inc(count),
+    failed: (count, error) => {
+      metrics.lastUsedWrites.labels('failed').inc(count);
+      // One line a minute at most: a Redis outage already has its own warnings.
+      const now = Date.now();
+      if (now - lastWarning < 60_000) return;
+      lastWarning = now;
+      const message = describeRedisError(error);
+      logger.warn(
+        { count, error: message },
+        /function not found/i.test(message)
+          ? 'could not write last use: the redis function library is old (run `fortary-authz setup`)'
+          : 'could not write last use; retried at the next interval',
+      );
+    },
   };
 }
 

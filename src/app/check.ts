@@ -24,6 +24,7 @@ import type { ParsedToken } from '../core/token';
 import type { AuthzRequest } from '../core/types';
 import { chain, isPromise, type MaybePromise } from './maybe-async';
 import type { CacheFreshness } from './freshness';
+import type { LastUsedRecorder } from './last-used';
 import type { KeyEntry, RecordCache, UserEntry } from './record-cache';
 import { StoreUnavailableError, type Clock } from './ports';
 import type { SecretVerifier } from './secret-verifier';
@@ -36,6 +37,8 @@ export interface CheckDeps {
   policy: AccessPolicy;
   /** FORTARY_EXPIRY_WARNING_DAYS in ms: allows of keys expiring sooner carry the expiry. 0 or absent: off. */
   expiryWarningMs?: number;
+  /** Remembers allowed uses for the periodic last-used write (no I/O here). Absent: not recorded. */
+  lastUsed?: LastUsedRecorder;
 }
 
 export class CheckService {
@@ -98,6 +101,8 @@ export class CheckService {
     if (entry.kind !== 'user') return deny('record_invalid', `owner record ${entry.kind}`, { keyId, userId });
     const access = accessDecision(req, key, entry.user, this.deps.policy);
     if (access.reason !== 'allowed') return deny(access.reason, access.detail, { keyId, userId });
+    const vault = access.vault ?? undefined;
+    this.deps.lastUsed?.record(keyId, now, req.source, req.forwardedFor, vault);
     const warning = expiryToAnnounce(key.expiresAt, now, this.deps.expiryWarningMs ?? 0);
     // One object shape for every allow (absent values as undefined), so the handler's reads stay monomorphic.
     return {
@@ -105,7 +110,7 @@ export class CheckService {
       reason: 'allowed',
       keyId,
       userId,
-      vault: access.vault ?? undefined,
+      vault,
       expiryWarning: warning ?? undefined,
     };
   }

@@ -25,6 +25,8 @@ import {
   ensureLibrary,
   fcall,
   keyHash,
+  readLastUse,
+  type LastUse,
   readKey,
   readUser,
   requireDeveloper,
@@ -270,56 +272,61 @@ async function showKey(ctx: Context, args: readonly string[]): Promise<void> {
     ['<keyId|token>?'],
   );
   const reference = await keyReference(ctx, 'keys show', values, positionals[0]);
-  const { key, owner } = await ctx.withRedis(async (redis) => {
+  const { key, owner, lastUse } = await ctx.withRedis(async (redis) => {
     const record = await requireKey(redis, reference.keyId);
     await requireTokenMatches(reference, record.secretHash);
-    return { key: record, owner: ownerState(record.userId, await redis.get(userString(record.userId))) };
+    return {
+      key: record,
+      owner: ownerState(record.userId, await redis.get(userString(record.userId))),
+      lastUse: await readLastUse(redis, reference.keyId),
+    };
   });
-  const view = { ...keyView(key, ctx.now()), effectiveAccess: effectiveAccess(key, owner) };
+  const view = { ...keyView(key, ctx.now(), lastUse), effectiveAccess: effectiveAccess(key, owner) };
   if (flagOption(values, 'json')) ctx.io.out(JSON.stringify(view));
   else for (const line of describeKey(view)) ctx.io.out(line);
 }
 
-/** keys list --user <userId> [--expiring-within <N>d] [--json] */
+/** keys list --user <userId> [--expiring-within <N>d] [--unused-for <N>d] [--json] */
 async function listKeys(ctx: Context, args: readonly string[]): Promise<void> {
   const { values } = ctx.parse('keys list', args, {
     user: { type: 'string' },
     'expiring-within': { type: 'string' },
+    'unused-for': { type: 'string' },
     json: { type: 'boolean' },
   });
   const userId = requireUserId(stringOption(values, 'user'), '--user');
   const expiringWithin = daysOption(values, 'expiring-within');
+  const unusedFor = daysOption(values, 'unused-for');
   const keys = await ctx.withRedis(async (redis) => {
     const ids = await redis.smembers(userKeysSet(userId));
     if (ids.length === 0 && (await readUser(redis, userId)) === null)
       throw new CliError(`unknown user ${userId}`);
     const stored = await Promise.all(ids.map((id) => readKey(redis, id)));
+    const present = stored.filter((key): key is StoredKey => key !== null);
+    const uses = await Promise.all(present.map((key) => readLastUse(redis, storedId(key))));
     return {
-      keys: stored.filter((key): key is StoredKey => key !== null),
+      keys: present.map((key, i) => ({ key, lastUse: uses[i] as LastUse })),
       owner: ownerState(userId, await redis.get(userString(userId))),
     };
   });
   const now = ctx.now();
   const views: ListedKey[] = keys.keys
     .filter(
-      (key) => expiringWithin === undefined || (key.ok && expiresWithin(key.record, now, expiringWithin)),
+      ({ key, lastUse }) =>
+        (expiringWithin === undefined || (key.ok && expiresWithin(key.record, now, expiringWithin))) &&
+        (unusedFor === undefined || (key.ok && unusedSince(key.record, lastUse, now, unusedFor))),
     )
-    .sort(byCreation)
-    .map((key) =>
+    .sort((a, b) => byCreation(a.key, b.key))
+    .map(({ key, lastUse }) =>
       key.ok
-        ? { ...keyView(key.record, now), effectiveAccess: effectiveAccess(key.record, keys.owner) }
+        ? { ...keyView(key.record, now, lastUse), effectiveAccess: effectiveAccess(key.record, keys.owner) }
         : { keyId: key.keyId, status: 'invalid' as const, problem: key.problem },
     );
   if (flagOption(values, 'json')) {
     ctx.io.out(JSON.stringify(views));
     return;
   }
-  if (views.length === 0)
-    ctx.io.out(
-      expiringWithin === undefined
-        ? `User ${userId} has no keys.`
-        : `User ${userId} has no key that expires within ${days(expiringWithin)}.`,
-    );
+  if (views.length === 0) ctx.io.out(noKeysLine(userId, expiringWithin, unusedFor));
   views.forEach((view, i) => {
     if (i > 0) ctx.io.out('');
     if (view.status === 'invalid') {
@@ -349,11 +356,17 @@ export interface KeyView {
   rotatedFrom: string | null;
   /** What the owner's live roles let the key do (show and list; not after edits). */
   effectiveAccess?: EffectiveAccess;
+  /** Last allowed use as the sidecars recorded it (up to FORTARY_LAST_USED_FLUSH_S late); null: never. */
+  lastUsedAt?: string | null;
+  /** The client address the rules compared on that use. */
+  lastUsedIp?: string | null;
+  lastUsedVault?: string | null;
 }
 
 type ListedKey = KeyView | { keyId: string; status: 'invalid'; problem: string };
 
-export function keyView(key: KeyRecord, nowMs: number): KeyView {
+/** What show and list print of a key; with `lastUse`, also its last use (edit does not read it). */
+export function keyView(key: KeyRecord, nowMs: number, lastUse?: LastUse): KeyView {
   // The same order as the sidecar's keyStateDenial: revoked first, then expired (expiry is the first dead instant).
   const status =
     key.revokedAt !== null
@@ -375,6 +388,9 @@ export function keyView(key: KeyRecord, nowMs: number): KeyView {
     revokedAt: iso(key.revokedAt),
     rotatedTo: key.rotatedTo ?? null,
     rotatedFrom: key.rotatedFrom ?? null,
+    ...(lastUse === undefined
+      ? {}
+      : { lastUsedAt: iso(lastUse.at), lastUsedIp: lastUse.ip, lastUsedVault: lastUse.vault }),
   };
 }
 
@@ -394,8 +410,36 @@ function describeKey(view: KeyView): string[] {
     ...accessLines(view),
     ...(view.rotatedFrom !== null ? [`rotated from: ${view.rotatedFrom}`] : []),
     ...(view.rotatedTo !== null ? [`rotated to:   ${view.rotatedTo} (this key stops at its expiry)`] : []),
+    ...(view.lastUsedAt === undefined ? [] : [`last used: ${describeLastUse(view)}`]),
   ];
 }
+
+function describeLastUse(view: KeyView): string {
+  if (view.lastUsedAt === null || view.lastUsedAt === undefined) return 'never';
+  const from = view.lastUsedIp === null ? '' : ` from ${view.lastUsedIp}`;
+  const vault = view.lastUsedVault === null ? '' : ` on vault ${view.lastUsedVault}`;
+  return `${view.lastUsedAt}${from}${vault}`;
+}
+
+function noKeysLine(userId: string, expiringWithin?: number, unusedFor?: number): string {
+  const filters: string[] = [];
+  if (expiringWithin !== undefined) filters.push(`expires within ${days(expiringWithin)}`);
+  if (unusedFor !== undefined) filters.push(`works and went unused for ${days(unusedFor)}`);
+  return filters.length === 0
+    ? `User ${userId} has no keys.`
+    : `User ${userId} has no key that ${filters.join(' and ')}.`;
+}
+
+/**
+ * A key that still works (not revoked, not expired) and was not allowed by any sidecar for `windowMs`: its last use,
+ * or its creation when it was never used, lies that far back (what --unused-for lists: candidates to revoke).
+ */
+function unusedSince(key: KeyRecord, lastUse: LastUse, nowMs: number, windowMs: number): boolean {
+  if (key.revokedAt !== null || (key.expiresAt !== null && nowMs >= key.expiresAt)) return false;
+  return nowMs - (lastUse.at ?? key.createdAt) >= windowMs;
+}
+
+const storedId = (key: StoredKey): string => (key.ok ? key.record.id : key.keyId);
 
 /** A key that works now and stops working within `windowMs` because it expires (what --expiring-within lists). */
 function expiresWithin(key: KeyRecord, nowMs: number, windowMs: number): boolean {

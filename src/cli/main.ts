@@ -49,10 +49,14 @@ Commands:
   keys show <keyId|token> | --token-stdin [--json]
       Show a key (never its secret): owner, scopes, vaults, IPs, expiry, label, times, status, rotation links,
       and its effective access: whether the owner is active and holds Developer on each of the key's vaults now
-      (a key is only as good as its owner's live roles; 'effect:' names what the sidecar will deny).
-  keys list --user <userId> [--expiring-within <N>d] [--json]
+      (a key is only as good as its owner's live roles; 'effect:' names what the sidecar will deny), and its last
+      use (time, client address and vault of the last allowed request, as the sidecars recorded it; each sidecar
+      writes it at most once per FORTARY_LAST_USED_FLUSH_S, so it can lag by that much). --json gives
+      lastUsedAt (ISO-8601 or null), lastUsedIp and lastUsedVault.
+  keys list --user <userId> [--expiring-within <N>d] [--unused-for <N>d] [--json]
       Show a user's keys, oldest first. --expiring-within lists only the keys that work now and expire within
-      N days (1-36500): those that will soon stop working.
+      N days (1-36500): those that will soon stop working. --unused-for lists only the keys that still work
+      and were not used for N days (never used: counted from creation): candidates to revoke.
   sidecars [--json]
       List the live sidecars (heard from within 3 heartbeats): id, version, appliedSeq (the last change event
       applied), lagEvents (events behind the current sequence), lastSeenMs. --json prints an array of objects.

@@ -5,7 +5,7 @@
  */
 import Redis from 'ioredis';
 import { ensureFunctionLibrary } from '../adapters/redis/function-library';
-import { keyHash, userString } from '../adapters/redis/keyspace';
+import { keyHash, lastUsedHash, userString } from '../adapters/redis/keyspace';
 import { parseKeyRecord, parseUserRecord } from '../core/records';
 import type { KeyRecord, UserRecord } from '../core/types';
 import { CliError, UsageError, oneLine } from './errors';
@@ -121,6 +121,22 @@ function isReplyError(error: unknown): boolean {
 
 // The key names are the sidecar's (one definition); re-exported for the CLI modules.
 export { keyHash, userKeysSet, userString } from '../adapters/redis/keyspace';
+
+/** What the sidecars recorded of a key's last allowed use (docs/redis-contract.md, "Last use"). */
+export interface LastUse {
+  at: number | null;
+  ip: string | null;
+  vault: string | null;
+}
+export const NEVER_USED: LastUse = Object.freeze({ at: null, ip: null, vault: null });
+
+/** The key's last use; never used (or an unreadable entry) reads as nulls: it is information, not a rule. */
+export async function readLastUse(redis: Redis, keyId: string): Promise<LastUse> {
+  const fields = await redis.hgetall(lastUsedHash(keyId));
+  const at = fields.at !== undefined && /^\d{1,15}$/.test(fields.at) ? Number(fields.at) : null;
+  if (at === null) return NEVER_USED;
+  return { at, ip: fields.ip || null, vault: fields.vault || null };
+}
 
 export type StoredKey = { ok: true; record: KeyRecord } | { ok: false; keyId: string; problem: string };
 

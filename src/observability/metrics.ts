@@ -96,6 +96,17 @@ export class Metrics {
     labelNames: ['op'] as const,
     registers: [this.registry],
   });
+  readonly lastUsedWrites = new Counter({
+    name: 'fortary_authz_last_used_writes_total',
+    help: 'Keys whose last use was sent to Redis, by result (written, failed).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly lastUsedDropped = new Counter({
+    name: 'fortary_authz_last_used_dropped_total',
+    help: 'Uses not recorded because the last-used buffer was full (the key keeps its older last use).',
+    registers: [this.registry],
+  });
   readonly malformedRequests = new Counter({
     name: 'fortary_authz_malformed_requests_total',
     help: 'CheckRequests that could not be decoded (the call fails closed; Envoy answers status_on_error).',

@@ -207,6 +207,19 @@ function refusalRows(): Row[] {
     ['DEL outside its acknowledgement key', () => ['DEL', 'fortary:user:alice']],
     ['GET an acknowledgement (write only)', () => ['GET', 'fortary:sidecar:other']],
     ['SET … GET on an acknowledgement (a read)', () => ['SET', 'fortary:sidecar:other', 'x', 'GET']],
+    [
+      'FCALL fortary_touch_last_used on a key record',
+      () => ['FCALL', 'fortary_touch_last_used', '1', `fortary:key:${existingKey()}`, '1', '', ''],
+    ],
+    [
+      'HSET a key record (the last-use selector is for last-use keys only)',
+      () => ['HSET', `fortary:key:${existingKey()}`, 'revokedAt', 'x'],
+    ],
+    [
+      'FCALL fortary_revoke named like a last-use key',
+      () => ['FCALL', 'fortary_revoke', '1', 'fortary:last-used:x'],
+    ],
+    ['DEL a last-use key', () => ['DEL', `fortary:last-used:${existingKey()}`]],
   ];
 }
 
@@ -243,7 +256,13 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
       ['%R~fortary:events:seq', '%R~fortary:key:*', '%R~fortary:user:*', '%W~fortary:sidecar:*'].sort(),
     );
     expect(fields.channels).toBe('&fortary:events');
-    expect(fields.selectors).toEqual([]);
+    // One selector: the last-use write, and only on fortary:last-used:* keys.
+    const selectors = (fields.selectors as unknown[][]).map((sel) => {
+      const f: Record<string, unknown> = {};
+      for (let i = 0; i < sel.length; i += 2) f[String(sel[i])] = sel[i + 1];
+      return `${String(f.commands).split(' ').sort().join(' ')} ${String(f.keys)}`;
+    });
+    expect(selectors).toEqual(['+fcall|fortary_touch_last_used +hget +hset -@all ~fortary:last-used:*']);
   });
 
   test('reads records, the sequence and the library version, and subscribes to the events', async () => {
@@ -255,13 +274,26 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
     expect(await client.get('fortary:user:alice')).toContain('"alice"');
     expect(await client.get('fortary:events:seq')).toMatch(/^\d+$/);
     expect(await client.call('FCALL_RO', 'fortary_version', '0')).toBe(FUNCTION_LIBRARY_VERSION);
+    // Its one write: a key's last use, through the function that only moves it forward.
+    const lastUsed = `fortary:last-used:${good.keyId}`;
+    expect(
+      await client.call('FCALL', 'fortary_touch_last_used', '1', lastUsed, '5', '192.0.2.1', 'alpha'),
+    ).toBe(1);
+    expect(
+      await client.call('FCALL', 'fortary_touch_last_used', '1', lastUsed, '4', '192.0.2.2', 'alpha'),
+    ).toBe(0);
+    expect(await admin.hgetall(lastUsed)).toEqual({ at: '5', ip: '192.0.2.1', vault: 'alpha' });
+    await admin.del(lastUsed);
     const subscriber = connectAs(SIDECAR);
     await subscriber.subscribe('fortary:events');
   });
 
   test('the sidecar runs under it: decides, follows revocation and deactivation events, and is never refused', async () => {
     await admin.call('ACL', 'LOG', 'RESET');
-    const h = await startHarness({ redis: server, env: { REDIS_URL: urlFor(SIDECAR) } });
+    const h = await startHarness({
+      redis: server,
+      env: { REDIS_URL: urlFor(SIDECAR), FORTARY_LAST_USED_FLUSH_S: '1' },
+    });
     try {
       await waitFor(async () => (await gauge(h, 'fortary_authz_subscriber_connected')) === 1);
       expect(h.logs.find((l) => l.msg === 'redis function library checked')).toMatchObject({
@@ -288,6 +320,11 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
       await waitFor(async () => (await decide(h, victim.token)).reason === 'key_revoked', 3000);
       await waitFor(async () => (await decide(h, bobs.token)).allow === false, 3000);
       expect(await decide(h, good.token)).toMatchObject({ allow: true });
+      // The periodic last-use write goes through under this user too.
+      await waitFor(
+        async () => (await admin.hget(`fortary:last-used:${good.keyId}`, 'vault')) === 'alpha',
+        5000,
+      );
       // Its acknowledgement reports the deactivation's sequence: the one write this user may make.
       const seq = Number(await admin.get('fortary:events:seq'));
       const ackKeys = async () => (await admin.keys('fortary:sidecar:*')) as string[];
@@ -298,7 +335,7 @@ describe(`${SIDECAR} (recommended: read only)`, () => {
       const [ackKey] = await ackKeys();
       expect(await admin.pttl(ackKey as string)).toBeGreaterThan(0);
       expect(await aclRefusals(SIDECAR)).toEqual([]);
-      expect(h.logText()).not.toMatch(/NOPERM|could not load/);
+      expect(h.logText()).not.toMatch(/NOPERM|could not load|could not write last use/);
       await h.stop();
       // Shutdown removes it.
       expect(await ackKeys()).toEqual([]);
@@ -413,6 +450,7 @@ describe(`${REVOKER} (documented alternative, not recommended)`, () => {
         '+fcall|fortary_revoke -@all ~????????????',
         '+exists +hsetnx -@all ~fortary:key:*',
         '+incr -@all ~fortary:events:seq',
+        '+fcall|fortary_touch_last_used +hget +hset -@all ~fortary:last-used:*',
       ].sort(),
     );
   });

@@ -14,7 +14,7 @@ export const FUNCTION_LIBRARY_NAME = 'fortary';
  * Must equal `local VERSION` in functions.lua (checked when the file is read). Dot-separated non-negative integers
  * ('3', '3.1'), compared numerically: bump it on every change to functions.lua.
  */
-export const FUNCTION_LIBRARY_VERSION = '2';
+export const FUNCTION_LIBRARY_VERSION = '3';
 
 /** Where the library lives in the sources, relative to the package root (tsc does not copy .lua files). */
 const LIBRARY_PATH = path.join('src', 'adapters', 'redis', 'functions.lua');

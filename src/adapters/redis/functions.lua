@@ -15,7 +15,7 @@
   calls: only add functions or optional arguments.
 ]]
 
-local VERSION = '2'
+local VERSION = '3'
 
 local EVENTS_CHANNEL = 'fortary:events'
 local SEQ_KEY = 'fortary:events:seq'
@@ -309,8 +309,39 @@ local function rotate_key(keys, args)
   return publish('key.updated', old_id, now)
 end
 
+local LAST_USED_PREFIX = 'fortary:last-used:'
+
+-- FCALL fortary_touch_last_used 1 fortary:last-used:<keyId> <atMs> <ip> <vault>  ->  1 written, 0 kept (not newer)
+-- Written by the sidecars, at most once per key per FORTARY_LAST_USED_FLUSH_S each. Unlike the functions above it
+-- names the real Redis key, so a sidecar's ACL can allow it on `fortary:last-used:*` and nothing else. The later
+-- time wins (ties keep what is there), so several sidecars, or a late batch, never move a key's last use back.
+-- No event: nothing a decision reads changes.
+local function touch_last_used(keys, args)
+  local key, at, ip, vault = keys[1], tonumber(args[1]), args[2], args[3]
+  if key == nil or at == nil or ip == nil or vault == nil then
+    return fail('usage: FCALL fortary_touch_last_used 1 fortary:last-used:<keyId> <atMs> <ip> <vault>')
+  end
+  if string.sub(key, 1, #LAST_USED_PREFIX) ~= LAST_USED_PREFIX or not is_key_id(string.sub(key, #LAST_USED_PREFIX + 1)) then
+    return fail('not a last-used key: ' .. key)
+  end
+  if at < 0 or at ~= math.floor(at) or at > 1e15 then
+    return fail('at must be epoch milliseconds')
+  end
+  -- An address is at most 45 characters, a vault id 64: anything longer is not what a sidecar writes.
+  if #ip > 64 or #vault > 64 then
+    return fail('ip or vault too long')
+  end
+  local current = tonumber(redis.call('HGET', key, 'at'))
+  if current ~= nil and current >= at then
+    return 0
+  end
+  redis.call('HSET', key, 'at', int(at), 'ip', ip, 'vault', vault)
+  return 1
+end
+
 redis.register_function('fortary_revoke', revoke)
 redis.register_function('fortary_rotate_key', rotate_key)
+redis.register_function('fortary_touch_last_used', touch_last_used)
 redis.register_function('fortary_put_key', put_key)
 redis.register_function('fortary_put_user', put_user)
 redis.register_function('fortary_deactivate_user', deactivate_user)

@@ -10,6 +10,8 @@ export const KEY_PREFIX = 'fortary:key:';
 export const USER_PREFIX = 'fortary:user:';
 /** Set `fortary:user-keys:<userId>`: the ids of the user's keys. */
 export const USER_KEYS_PREFIX = 'fortary:user-keys:';
+/** Hash `fortary:last-used:<keyId>`: fields `at`, `ip`, `vault`, written by the sidecars. */
+export const LAST_USED_PREFIX = 'fortary:last-used:';
 /** The sequence number every change event advances. */
 export const SEQUENCE_KEY = 'fortary:events:seq';
 /** The pub/sub channel of change events. */
@@ -20,3 +22,4 @@ export const SIDECAR_KEY_PREFIX = 'fortary:sidecar:';
 export const keyHash = (keyId: string): string => KEY_PREFIX + keyId;
 export const userString = (userId: string): string => USER_PREFIX + userId;
 export const userKeysSet = (userId: string): string => USER_KEYS_PREFIX + userId;
+export const lastUsedHash = (keyId: string): string => LAST_USED_PREFIX + keyId;

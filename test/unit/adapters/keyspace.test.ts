@@ -25,6 +25,7 @@ describe('keyspace', () => {
         `function user_keys_set\\(user_id\\)\\s+return '${keyspace.USER_KEYS_PREFIX}' \\.\\. user_id`,
       ),
     );
+    expect(LUA).toContain(`local LAST_USED_PREFIX = '${keyspace.LAST_USED_PREFIX}'`);
     // ...and names no other fortary: key than those.
     const names = new Set([...LUA.matchAll(/'(fortary:[^']*)'/g)].map((m) => m[1]));
     expect([...names].sort()).toEqual(
@@ -34,6 +35,7 @@ describe('keyspace', () => {
         keyspace.KEY_PREFIX,
         keyspace.USER_PREFIX,
         keyspace.USER_KEYS_PREFIX,
+        keyspace.LAST_USED_PREFIX,
       ].sort(),
     );
   });
@@ -42,6 +44,7 @@ describe('keyspace', () => {
     expect(keyspace.keyHash('abc')).toBe('fortary:key:abc');
     expect(keyspace.userString('u1')).toBe('fortary:user:u1');
     expect(keyspace.userKeysSet('u1')).toBe('fortary:user-keys:u1');
+    expect(keyspace.lastUsedHash('abc')).toBe('fortary:last-used:abc');
     expect(keyspace.SEQUENCE_KEY).toBe('fortary:events:seq');
     expect(keyspace.EVENTS_CHANNEL).toBe('fortary:events');
   });
