@@ -62,7 +62,8 @@ const DECODE_ROUNDS = 3;
  */
 export function queryCarriesToken(path: string): boolean {
   const start = path.indexOf('?');
-  if (start < 0) return false;
+  // Percent-encoding only lengthens: a query shorter than a token cannot hold one (most queries; no scan at all).
+  if (start < 0 || path.length - start - 1 < TOKEN_LENGTH) return false;
   let query = path.slice(start + 1);
   for (let round = 0; ; round++) {
     if (TOKEN_SHAPE.test(query)) return true;

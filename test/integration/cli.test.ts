@@ -310,6 +310,9 @@ describe('the binary, main paths', () => {
         ],
         deniedEverywhere: null,
       },
+      lastUsedAt: null,
+      lastUsedIp: null,
+      lastUsedVault: null,
     });
   });
 

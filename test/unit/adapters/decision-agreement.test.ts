@@ -33,7 +33,7 @@ async function answer(decision: Decision): Promise<Seen> {
   const lines: string[] = [];
   const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
   const metrics = new Metrics({ defaultMetrics: false });
-  const service = { check: () => decision } as unknown as CheckService;
+  const service = { check: () => decision, comparedAddress: () => '203.0.113.7' } as unknown as CheckService;
   const handler = createCheckHandler(service, logger, metrics, () => {});
   const replies: Buffer[] = [];
   // What grpc-js hands the handler: the call with the request its deserializer decoded, and the reply callback.
