@@ -102,11 +102,12 @@ describe('CheckService', () => {
       reason: 'allowed',
       keyId: KEY,
       userId: 'alice',
+      vault: 'alpha',
     });
     const reads = { ...t.store.reads };
     const warm = t.service.check(request(TOKEN));
     expect(isPromise(warm)).toBe(false);
-    expect(warm).toEqual({ allow: true, reason: 'allowed', keyId: KEY, userId: 'alice' });
+    expect(warm).toEqual({ allow: true, reason: 'allowed', keyId: KEY, userId: 'alice', vault: 'alpha' });
     expect(t.store.reads).toEqual(reads);
     expect(t.compare.calls).toBe(1);
   });
