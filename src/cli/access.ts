@@ -4,7 +4,7 @@
  * record looks, and a key whose owner is deactivated or unreadable is refused everywhere. `keys show` and
  * `keys list` report this next to the record so the operator sees what the sidecar will answer.
  */
-import type { KeyView } from './keys';
+import type { KeyView } from './key-view';
 import { parseUserRecord } from '../core/records';
 import type { KeyRecord, UserRecord } from '../core/types';
 

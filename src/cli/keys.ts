@@ -1,6 +1,5 @@
 /** `fortary-authz keys …`: create, edit, revoke and inspect API keys. */
 import bcrypt from 'bcrypt';
-import { printableLabel } from '../core/label';
 import { serializeKeyRecord } from '../core/records';
 import { formatToken, KEY_ID_LENGTH, SECRET_LENGTH } from '../core/token';
 import type { KeyRecord } from '../core/types';
@@ -8,7 +7,6 @@ import {
   bcryptCost,
   cidrs,
   DAY_MS,
-  daysOption,
   DEFAULT_EXPIRY_DAYS,
   expiry,
   flagOption,
@@ -26,17 +24,15 @@ import {
   fcall,
   keyHash,
   readLastUse,
-  type LastUse,
   readKey,
-  readUser,
   requireDeveloper,
   requireKey,
-  userKeysSet,
   userString,
-  type StoredKey,
 } from './redis';
 import { keyReference, requireTokenMatches, TOKEN_STDIN_OPTION } from './key-reference';
-import { accessLines, effectiveAccess, ownerState, type EffectiveAccess } from './access';
+import { effectiveAccess, ownerState } from './access';
+import { describeKey, keyView } from './key-view';
+import { listKeys } from './list';
 import { randomBase62 } from './random';
 import { rotateKey } from './rotate';
 import { waitForSidecars, waitRequest, WAIT_OPTIONS, type WaitResult } from './sidecars';
@@ -285,178 +281,3 @@ async function showKey(ctx: Context, args: readonly string[]): Promise<void> {
   if (flagOption(values, 'json')) ctx.io.out(JSON.stringify(view));
   else for (const line of describeKey(view)) ctx.io.out(line);
 }
-
-/** keys list --user <userId> [--expiring-within <N>d] [--unused-for <N>d] [--json] */
-async function listKeys(ctx: Context, args: readonly string[]): Promise<void> {
-  const { values } = ctx.parse('keys list', args, {
-    user: { type: 'string' },
-    'expiring-within': { type: 'string' },
-    'unused-for': { type: 'string' },
-    json: { type: 'boolean' },
-  });
-  const userId = requireUserId(stringOption(values, 'user'), '--user');
-  const expiringWithin = daysOption(values, 'expiring-within');
-  const unusedFor = daysOption(values, 'unused-for');
-  const keys = await ctx.withRedis(async (redis) => {
-    const ids = await redis.smembers(userKeysSet(userId));
-    if (ids.length === 0 && (await readUser(redis, userId)) === null)
-      throw new CliError(`unknown user ${userId}`);
-    const stored = await Promise.all(ids.map((id) => readKey(redis, id)));
-    const present = stored.filter((key): key is StoredKey => key !== null);
-    const uses = await Promise.all(present.map((key) => readLastUse(redis, storedId(key))));
-    return {
-      keys: present.map((key, i) => ({ key, lastUse: uses[i] as LastUse })),
-      owner: ownerState(userId, await redis.get(userString(userId))),
-    };
-  });
-  const now = ctx.now();
-  const views: ListedKey[] = keys.keys
-    .filter(
-      ({ key, lastUse }) =>
-        (expiringWithin === undefined || (key.ok && expiresWithin(key.record, now, expiringWithin))) &&
-        (unusedFor === undefined || (key.ok && unusedSince(key.record, lastUse, now, unusedFor))),
-    )
-    .sort((a, b) => byCreation(a.key, b.key))
-    .map(({ key, lastUse }) =>
-      key.ok
-        ? { ...keyView(key.record, now, lastUse), effectiveAccess: effectiveAccess(key.record, keys.owner) }
-        : { keyId: key.keyId, status: 'invalid' as const, problem: key.problem },
-    );
-  if (flagOption(values, 'json')) {
-    ctx.io.out(JSON.stringify(views));
-    return;
-  }
-  if (views.length === 0) ctx.io.out(noKeysLine(userId, expiringWithin, unusedFor));
-  views.forEach((view, i) => {
-    if (i > 0) ctx.io.out('');
-    if (view.status === 'invalid') {
-      ctx.io.out(`key:      ${view.keyId}`);
-      ctx.io.out(`status:   invalid (${view.problem})`);
-    } else {
-      for (const line of describeKey(view)) ctx.io.out(line);
-    }
-  });
-}
-
-/** What show and list print: everything but the secret hash. Times are ISO-8601 UTC. */
-export interface KeyView {
-  keyId: string;
-  userId: string;
-  status: 'active' | 'expired' | 'revoked';
-  scopes: readonly string[];
-  vaults: readonly string[];
-  ipAllowlist: readonly string[];
-  expiresAt: string | null;
-  label: string;
-  createdAt: string;
-  updatedAt: string;
-  revokedAt: string | null;
-  /** The successor `keys rotate` made, and the key this one replaced; null when none. */
-  rotatedTo: string | null;
-  rotatedFrom: string | null;
-  /** What the owner's live roles let the key do (show and list; not after edits). */
-  effectiveAccess?: EffectiveAccess;
-  /** Last allowed use as the sidecars recorded it (up to FORTARY_LAST_USED_FLUSH_S late); null: never. */
-  lastUsedAt?: string | null;
-  /** The client address the rules compared on that use. */
-  lastUsedIp?: string | null;
-  lastUsedVault?: string | null;
-}
-
-type ListedKey = KeyView | { keyId: string; status: 'invalid'; problem: string };
-
-/** What show and list print of a key; with `lastUse`, also its last use (edit does not read it). */
-export function keyView(key: KeyRecord, nowMs: number, lastUse?: LastUse): KeyView {
-  // The same order as the sidecar's keyStateDenial: revoked first, then expired (expiry is the first dead instant).
-  const status =
-    key.revokedAt !== null
-      ? 'revoked'
-      : key.expiresAt !== null && nowMs >= key.expiresAt
-        ? 'expired'
-        : 'active';
-  return {
-    keyId: key.id,
-    userId: key.userId,
-    status,
-    scopes: key.scopes,
-    vaults: key.vaults,
-    ipAllowlist: key.ipAllowlist,
-    expiresAt: iso(key.expiresAt),
-    label: key.label,
-    createdAt: iso(key.createdAt) as string,
-    updatedAt: iso(key.updatedAt) as string,
-    revokedAt: iso(key.revokedAt),
-    rotatedTo: key.rotatedTo ?? null,
-    rotatedFrom: key.rotatedFrom ?? null,
-    ...(lastUse === undefined
-      ? {}
-      : { lastUsedAt: iso(lastUse.at), lastUsedIp: lastUse.ip, lastUsedVault: lastUse.vault }),
-  };
-}
-
-function describeKey(view: KeyView): string[] {
-  return [
-    `key:      ${view.keyId}`,
-    `user:     ${view.userId}`,
-    `status:   ${view.status}${view.status === 'active' && view.effectiveAccess?.deniedEverywhere ? ` (but every vault request is denied: ${view.effectiveAccess.deniedEverywhere})` : ''}`,
-    `scopes:   ${view.scopes.join(', ')}`,
-    `vaults:   ${view.vaults.length > 0 ? view.vaults.join(', ') : '(none)'}`,
-    `ips:      ${view.ipAllowlist.length > 0 ? view.ipAllowlist.join(', ') : 'any (no IP restriction)'}`,
-    `expires:  ${view.expiresAt ?? 'never'}`,
-    `label:    ${view.label === '' ? '(none)' : printableLabel(view.label)}`,
-    `created:  ${view.createdAt}`,
-    `updated:  ${view.updatedAt}`,
-    `revoked:  ${view.revokedAt ?? 'no'}`,
-    ...accessLines(view),
-    ...(view.rotatedFrom !== null ? [`rotated from: ${view.rotatedFrom}`] : []),
-    ...(view.rotatedTo !== null ? [`rotated to:   ${view.rotatedTo} (this key stops at its expiry)`] : []),
-    ...(view.lastUsedAt === undefined ? [] : [`last used: ${describeLastUse(view)}`]),
-  ];
-}
-
-function describeLastUse(view: KeyView): string {
-  if (view.lastUsedAt === null || view.lastUsedAt === undefined) return 'never';
-  const from = view.lastUsedIp === null ? '' : ` from ${view.lastUsedIp}`;
-  const vault = view.lastUsedVault === null ? '' : ` on vault ${view.lastUsedVault}`;
-  return `${view.lastUsedAt}${from}${vault}`;
-}
-
-function noKeysLine(userId: string, expiringWithin?: number, unusedFor?: number): string {
-  const filters: string[] = [];
-  if (expiringWithin !== undefined) filters.push(`expires within ${days(expiringWithin)}`);
-  if (unusedFor !== undefined) filters.push(`works and went unused for ${days(unusedFor)}`);
-  return filters.length === 0
-    ? `User ${userId} has no keys.`
-    : `User ${userId} has no key that ${filters.join(' and ')}.`;
-}
-
-/**
- * A key that still works (not revoked, not expired) and was not allowed by any sidecar for `windowMs`: its last use,
- * or its creation when it was never used, lies that far back (what --unused-for lists: candidates to revoke).
- */
-function unusedSince(key: KeyRecord, lastUse: LastUse, nowMs: number, windowMs: number): boolean {
-  if (key.revokedAt !== null || (key.expiresAt !== null && nowMs >= key.expiresAt)) return false;
-  return nowMs - (lastUse.at ?? key.createdAt) >= windowMs;
-}
-
-const storedId = (key: StoredKey): string => (key.ok ? key.record.id : key.keyId);
-
-/** A key that works now and stops working within `windowMs` because it expires (what --expiring-within lists). */
-function expiresWithin(key: KeyRecord, nowMs: number, windowMs: number): boolean {
-  return (
-    key.revokedAt === null &&
-    key.expiresAt !== null &&
-    key.expiresAt > nowMs &&
-    key.expiresAt - nowMs <= windowMs
-  );
-}
-
-/** Oldest first, ties by id; records that break the contract last. */
-function byCreation(a: StoredKey, b: StoredKey): number {
-  const created = (key: StoredKey) => (key.ok ? key.record.createdAt : Number.MAX_SAFE_INTEGER);
-  const id = (key: StoredKey) => (key.ok ? key.record.id : key.keyId);
-  return created(a) - created(b) || (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0);
-}
-
-const days = (ms: number): string => `${ms / DAY_MS} day${ms === DAY_MS ? '' : 's'}`;
-const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());

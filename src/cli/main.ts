@@ -54,9 +54,17 @@ Commands:
       writes it at most once per FORTARY_LAST_USED_FLUSH_S, so it can lag by that much). --json gives
       lastUsedAt (ISO-8601 or null), lastUsedIp and lastUsedVault.
   keys list --user <userId> [--expiring-within <N>d] [--unused-for <N>d] [--json]
+  keys list --expiring-within <N>d [--unused-for <N>d] [--json]
+  keys list --unused-for <N>d [--json]
       Show a user's keys, oldest first. --expiring-within lists only the keys that work now and expire within
-      N days (1-36500): those that will soon stop working. --unused-for lists only the keys that still work
-      and were not used for N days (never used: counted from creation): candidates to revoke.
+      N days (1-36500): those that will soon stop working. Already expired and revoked keys are not listed
+      (they have stopped), nor keys without an expiry. --unused-for lists only the keys that still work
+      and were not used for N days (never used: counted from creation): candidates to revoke. Both together:
+      keys that pass both. Without --user, either filter searches the keys of every user (a SCAN of the key
+      records, needs +scan) and lists them soonest expiry first (no expiry last), ties by key id; a record that
+      breaks the contract is skipped with one stderr line naming the key, and the exit status stays 0 (such a
+      key already allows nothing; see keys show <keyId>). --json prints an array of the objects keys show
+      --json prints.
   sidecars [--json]
       List the live sidecars (heard from within 3 heartbeats): id, version, appliedSeq (the last change event
       applied), lagEvents (events behind the current sequence), lastSeenMs. --json prints an array of objects.

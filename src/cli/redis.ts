@@ -132,7 +132,11 @@ export const NEVER_USED: LastUse = Object.freeze({ at: null, ip: null, vault: nu
 
 /** The key's last use; never used (or an unreadable entry) reads as nulls: it is information, not a rule. */
 export async function readLastUse(redis: Redis, keyId: string): Promise<LastUse> {
-  const fields = await redis.hgetall(lastUsedHash(keyId));
+  return lastUseFrom(await redis.hgetall(lastUsedHash(keyId)));
+}
+
+/** A last-use hash's fields (HGETALL) as a LastUse. */
+export function lastUseFrom(fields: Record<string, string>): LastUse {
   const at = fields.at !== undefined && /^\d{1,15}$/.test(fields.at) ? Number(fields.at) : null;
   if (at === null) return NEVER_USED;
   return { at, ip: fields.ip || null, vault: fields.vault || null };
@@ -142,7 +146,11 @@ export type StoredKey = { ok: true; record: KeyRecord } | { ok: false; keyId: st
 
 /** The key as stored, null when there is no such key; a record breaking the contract is returned as a problem. */
 export async function readKey(redis: Redis, keyId: string): Promise<StoredKey | null> {
-  const fields = await redis.hgetall(keyHash(keyId));
+  return storedKeyFrom(keyId, await redis.hgetall(keyHash(keyId)));
+}
+
+/** A key hash's fields (HGETALL) as a StoredKey; null when the hash is empty (no such key). */
+export function storedKeyFrom(keyId: string, fields: Record<string, string>): StoredKey | null {
   if (Object.keys(fields).length === 0) return null;
   const parsed = parseKeyRecord(keyId, {
     record: fields.record ?? null,
