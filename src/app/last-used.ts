@@ -6,7 +6,9 @@
  * held to the store in one batch, so a key is written at most once per interval however busy it is. The client
  * address is resolved at flush time, from the peer and X-Forwarded-For kept as they came, so the allow path does not
  * parse addresses for this. The map is bounded: uses of keys beyond `maxPending` distinct keys in one window are
- * dropped and counted. A failed write puts its entries back (newer uses win) for the next interval.
+ * dropped and counted. Every entry Redis did not take (the whole batch, or single writes it refused) goes back into
+ * the map for the next interval, unless a newer use of that key is already there, so a transient Redis error loses
+ * nothing but the delay; the map's bound still holds, and entries that do not fit are counted as dropped.
  *
  * Several sidecars write the same key: the store keeps the latest time (a compare in Redis), never moving it back.
  */
@@ -21,8 +23,11 @@ export interface LastUse {
 }
 
 export interface LastUseStore {
-  /** Writes the batch (one round trip); resolves to how many entries failed. Throws when nothing could be sent. */
-  write(uses: readonly LastUse[]): Promise<number>;
+  /**
+   * Writes the batch (one round trip) and resolves to how many entries Redis refused, naming each through `refused`
+   * so that exactly those are retried. Throws when nothing could be sent or every write was refused.
+   */
+  write(uses: readonly LastUse[], refused: (keyId: string, error: unknown) => void): Promise<number>;
 }
 
 export interface LastUsedEvents {
@@ -137,25 +142,55 @@ export class LastUsedRecorder {
       const ip = this.options.resolveAddress(entry.source, entry.forwardedFor) ?? '';
       uses.push({ keyId, at: entry.at, ip, vault: entry.vault ?? '' });
     }
+    const refused: string[] = [];
+    let firstError: unknown = null;
+    let retry: Iterable<string>;
     try {
-      const failed = await this.store.write(uses);
+      const failed = await this.store.write(uses, (keyId, error) => {
+        refused.push(keyId);
+        firstError ??= error;
+      });
       this.events.written(uses.length - failed);
-      if (failed > 0)
-        this.events.failed(failed, new Error(`${failed} of ${uses.length} last-used writes failed`));
+      if (failed === 0) return;
+      this.events.failed(
+        failed,
+        firstError ?? new Error(`${failed} of ${uses.length} last-used writes failed`),
+      );
+      // A store that did not name them all: retry the whole batch, which is safe, as Redis keeps the later time.
+      retry = refused.length >= failed ? refused : batch.keys();
     } catch (error) {
       this.events.failed(uses.length, error);
-      this.putBack(batch);
+      retry = batch.keys();
     }
-  }
-
-  /** A batch Redis did not take goes back for the next interval; newer uses recorded meanwhile win. */
-  private putBack(batch: Map<string, Pending>): void {
-    let dropped = 0;
-    for (const [keyId, entry] of batch) {
-      if (this.pending.has(keyId)) continue;
-      if (this.pending.size >= this.options.maxPending) dropped++;
-      else this.pending.set(keyId, entry);
-    }
+    const dropped = requeue(this.pending, retry, batch, this.options.maxPending);
     if (dropped > 0) this.events.dropped(dropped);
   }
+}
+
+/**
+ * Puts the entries of `batch` named by `failed` back into `pending` for the next write, and returns how many did not
+ * fit. A key already pending keeps whichever use is later: a use recorded while the batch was in flight is newer in
+ * all but clock-skew cases, and the write in Redis keeps the later time anyway, so the buffer must never hold the
+ * older one. New keys are only added while `pending` has fewer than `maxPending` entries.
+ */
+export function requeue<T extends { at: number }>(
+  pending: Map<string, T>,
+  failed: Iterable<string>,
+  batch: ReadonlyMap<string, T>,
+  maxPending: number,
+): number {
+  let dropped = 0;
+  for (const keyId of failed) {
+    const entry = batch.get(keyId);
+    if (entry === undefined) continue;
+    const current = pending.get(keyId);
+    if (current !== undefined) {
+      if (entry.at > current.at) pending.set(keyId, entry);
+    } else if (pending.size >= maxPending) {
+      dropped++;
+    } else {
+      pending.set(keyId, entry);
+    }
+  }
+  return dropped;
 }

@@ -15,7 +15,8 @@ export class RedisLastUseStore implements LastUseStore {
     private readonly reportError: (error: unknown) => void,
   ) {}
 
-  async write(uses: readonly LastUse[]): Promise<number> {
+  /** Resolves to how many FCALLs failed, naming each key through `refused` (the recorder retries them). */
+  async write(uses: readonly LastUse[], refused: (keyId: string, error: unknown) => void): Promise<number> {
     if (uses.length === 0) return 0;
     const pipeline = this.redis.pipeline();
     for (const use of uses) {
@@ -30,13 +31,16 @@ export class RedisLastUseStore implements LastUseStore {
       );
     }
     const results = (await pipeline.exec()) ?? [];
-    let failed = uses.length - results.length;
+    let failed = 0;
     let first: unknown = null;
-    for (const [error] of results) {
-      if (error === null) continue;
+    uses.forEach((use, i) => {
+      // An entry without a reply counts as refused: it is retried, never assumed written.
+      const [error] = results[i] ?? [new Error('no reply to the last-used write')];
+      if (error === null) return;
       failed++;
       first ??= error;
-    }
+      refused(use.keyId, error);
+    });
     if (failed === uses.length) throw first ?? new Error('no reply to the last-used pipeline');
     if (first !== null) this.reportError(first);
     return failed;

@@ -1,10 +1,20 @@
 /** LastUsedRecorder with a fake store: what is written, when, how often, and what a full buffer or a failure does. */
-import { LastUsedRecorder, type LastUse, type LastUsedEvents } from '../../../src/app/last-used';
+import { LastUsedRecorder, requeue, type LastUse, type LastUsedEvents } from '../../../src/app/last-used';
 import type { PeerAddress } from '../../../src/core/types';
 
 const peer = (ip: string): PeerAddress => ({ kind: 'ip', ip });
 
-function setup(options: { maxPending?: number; fail?: () => boolean; hang?: boolean } = {}) {
+function setup(
+  options: {
+    maxPending?: number;
+    fail?: () => boolean;
+    hang?: boolean;
+    /** Single writes Redis refuses (the rest of the batch is written). */
+    refuse?: (use: LastUse) => boolean;
+    /** Refusals counted but not named (a store that only counts). */
+    silent?: boolean;
+  } = {},
+) {
   const batches: LastUse[][] = [];
   const counts = { dropped: 0, written: 0, failed: 0 };
   const events: LastUsedEvents = {
@@ -14,11 +24,13 @@ function setup(options: { maxPending?: number; fail?: () => boolean; hang?: bool
   };
   const recorder = new LastUsedRecorder(
     {
-      write: async (uses) => {
+      write: async (uses, refused) => {
         if (options.hang) return new Promise<number>(() => {});
         if (options.fail?.()) throw new Error('redis down');
-        batches.push([...uses]);
-        return 0;
+        const rejected = uses.filter((use) => options.refuse?.(use) ?? false);
+        batches.push(uses.filter((use) => !rejected.includes(use)));
+        if (!options.silent) for (const use of rejected) refused(use.keyId, new Error('NOPERM'));
+        return rejected.length;
       },
     },
     events,
@@ -117,4 +129,127 @@ test('close() does not wait for a Redis that never answers longer than its deadl
   expect(closed).toBe(false);
   await jest.advanceTimersByTimeAsync(1);
   expect(closed).toBe(true);
+});
+
+describe('a write Redis partly refused: the refused entries go back for the next interval', () => {
+  test('exactly the refused keys are written at the next flush, with the use they had', async () => {
+    let refusing = true;
+    const { recorder, batches, counts } = setup({ refuse: (use) => refusing && use.keyId.startsWith('b') });
+    recorder.record('a1', 10, peer('192.0.2.1'), undefined, 'v');
+    recorder.record('b1', 11, peer('192.0.2.2'), undefined, 'v');
+    recorder.record('b2', 12, peer('192.0.2.3'), undefined, 'w');
+    await recorder.flush();
+    expect(batches).toEqual([[{ keyId: 'a1', at: 10, ip: '192.0.2.1', vault: 'v' }]]);
+    expect(counts).toEqual({ dropped: 0, written: 1, failed: 2 });
+    expect(recorder.size).toBe(2);
+    refusing = false;
+    await recorder.flush();
+    expect(batches[1]).toEqual([
+      { keyId: 'b1', at: 11, ip: '192.0.2.2', vault: 'v' },
+      { keyId: 'b2', at: 12, ip: '192.0.2.3', vault: 'w' },
+    ]);
+    expect(counts).toEqual({ dropped: 0, written: 3, failed: 2 });
+    await recorder.flush();
+    expect(batches).toHaveLength(2); // nothing left over: no write
+  });
+
+  test('a refused entry and a use recorded during the write: the later one stays, either way', async () => {
+    let refusing = true;
+    const { recorder, batches } = setup({ refuse: () => refusing });
+    recorder.record('k', 10, peer('192.0.2.1'), undefined, 'old');
+    recorder.record('skew', 50, peer('192.0.2.1'), undefined, 'newer-refused');
+    const flushing = recorder.flush();
+    recorder.record('k', 20, peer('192.0.2.9'), undefined, 'new');
+    // A concurrent check whose clock read came earlier: older than the refused entry, which must win.
+    recorder.record('skew', 40, peer('192.0.2.9'), undefined, 'older-in-memory');
+    await flushing;
+    refusing = false;
+    await recorder.flush();
+    expect(batches.at(-1)).toEqual([
+      { keyId: 'k', at: 20, ip: '192.0.2.9', vault: 'new' },
+      { keyId: 'skew', at: 50, ip: '192.0.2.1', vault: 'newer-refused' },
+    ]);
+  });
+
+  test('still bounded: refused entries that no longer fit are dropped and counted', async () => {
+    let refusing = true;
+    const { recorder, batches, counts } = setup({ maxPending: 2, refuse: () => refusing });
+    recorder.record('a', 1, peer('192.0.2.1'), undefined, 'v');
+    recorder.record('b', 1, peer('192.0.2.1'), undefined, 'v');
+    const flushing = recorder.flush();
+    recorder.record('c', 2, peer('192.0.2.1'), undefined, 'v');
+    recorder.record('a', 2, peer('192.0.2.1'), undefined, 'v');
+    await flushing;
+    expect(recorder.size).toBe(2);
+    expect(counts).toMatchObject({ dropped: 1, failed: 2 });
+    refusing = false;
+    await recorder.flush();
+    expect(batches.at(-1)?.map((u) => [u.keyId, u.at])).toEqual([
+      ['c', 2],
+      ['a', 2],
+    ]);
+  });
+
+  test('a store that counts refusals without naming them: the whole batch is retried (rewrites are harmless)', async () => {
+    let refusing = true;
+    const { recorder, batches, counts } = setup({ refuse: (u) => refusing && u.keyId === 'b', silent: true });
+    recorder.record('a', 1, peer('192.0.2.1'), undefined, 'v');
+    recorder.record('b', 1, peer('192.0.2.1'), undefined, 'v');
+    await recorder.flush();
+    expect(counts).toMatchObject({ written: 1, failed: 1 });
+    refusing = false;
+    await recorder.flush();
+    expect(batches.at(-1)?.map((u) => u.keyId)).toEqual(['a', 'b']);
+  });
+});
+
+describe('requeue (pure)', () => {
+  const entry = (at: number, tag = '') => ({ at, tag });
+
+  test('puts the named entries of the batch back; ids not in the batch are ignored', () => {
+    const pending = new Map<string, { at: number; tag: string }>();
+    const batch = new Map([
+      ['a', entry(1)],
+      ['b', entry(2)],
+      ['c', entry(3)],
+    ]);
+    expect(requeue(pending, ['a', 'c', 'zzz'], batch, 10)).toBe(0);
+    expect([...pending]).toEqual([
+      ['a', entry(1)],
+      ['c', entry(3)],
+    ]);
+  });
+
+  test('keeps the later of the pending and the refused use of a key, never moving it back', () => {
+    const pending = new Map([
+      ['newer-pending', entry(20, 'pending')],
+      ['older-pending', entry(5, 'pending')],
+      ['tie', entry(7, 'pending')],
+    ]);
+    const batch = new Map([
+      ['newer-pending', entry(10, 'refused')],
+      ['older-pending', entry(9, 'refused')],
+      ['tie', entry(7, 'refused')],
+    ]);
+    expect(requeue(pending, batch.keys(), batch, 10)).toBe(0);
+    expect(Object.fromEntries(pending)).toEqual({
+      'newer-pending': entry(20, 'pending'),
+      'older-pending': entry(9, 'refused'),
+      tie: entry(7, 'pending'),
+    });
+  });
+
+  test('adds new keys only up to the bound and counts the rest; known keys update even when full', () => {
+    const pending = new Map([['known', entry(1, 'pending')]]);
+    const batch = new Map([
+      ['known', entry(2, 'refused')],
+      ['x', entry(1)],
+      ['y', entry(1)],
+      ['z', entry(1)],
+    ]);
+    expect(requeue(pending, batch.keys(), batch, 2)).toBe(2);
+    expect(pending.size).toBe(2);
+    expect(pending.get('known')).toEqual(entry(2, 'refused'));
+    expect(pending.has('x')).toBe(true);
+  });
 });
