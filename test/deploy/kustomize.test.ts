@@ -7,7 +7,8 @@ import path from 'node:path';
 import { parse } from 'yaml';
 import { arr, at, clone, obj, str, type Obj } from './json';
 import { kustomize, ROOT, validateSchemas } from './k8s';
-import { checkManifests, envVar, ofKind, SIDECAR } from './manifest-checks';
+import { readConfig } from '../../src/config';
+import { checkManifests, envVar, EXPLICIT_ENV, ofKind, SIDECAR } from './manifest-checks';
 
 const envoyYaml = readFileSync(path.join(ROOT, 'envoy/envoy.yaml'), 'utf8');
 const base = kustomize('deploy');
@@ -56,6 +57,24 @@ describe.each([
 
   it('contains nothing from deploy/monitoring (the CRDs may be absent)', () => {
     expect(objects.filter((o) => String(o.apiVersion).startsWith('monitoring.coreos.com'))).toEqual([]);
+  });
+});
+
+describe('the base Deployment', () => {
+  it('sets FORTARY_LAST_USED_FLUSH_S and FORTARY_EXPIRY_WARNING_DAYS to the sidecar defaults, each with a comment', () => {
+    const sidecar = containerOf(base, SIDECAR);
+    expect(EXPLICIT_ENV.map((name) => str(envVar(sidecar, name)?.value))).toEqual(['60', '30']);
+    const defaults = readConfig({});
+    const set = readConfig({ FORTARY_LAST_USED_FLUSH_S: '60', FORTARY_EXPIRY_WARNING_DAYS: '30' });
+    if (!defaults.ok || !set.ok) throw new Error('the defaults do not parse');
+    expect(set.config.lastUsedFlushMs).toBe(defaults.config.lastUsedFlushMs);
+    expect(set.config.expiryWarningMs).toBe(defaults.config.expiryWarningMs);
+    // kustomize drops comments: read the source for the one-line comment above each.
+    const source = readFileSync(path.join(ROOT, 'deploy/base/deployment.yaml'), 'utf8').split('\n');
+    for (const name of EXPLICIT_ENV) {
+      const line = source.findIndex((l) => l.trim() === `- name: ${name}`);
+      expect(source[line - 1]).toMatch(/^\s+# \S/);
+    }
   });
 });
 
@@ -220,6 +239,19 @@ describe('checkManifests', () => {
           (e) => at(e, 'name') !== 'UV_THREADPOOL_SIZE',
         )),
       /UV_THREADPOOL_SIZE/,
+    ],
+    [
+      'a value the sidecar refuses at start',
+      (o) => (obj(envVar(containerOf(o, SIDECAR), 'FORTARY_LAST_USED_FLUSH_S')).value = '0'),
+      /sidecar env: FORTARY_LAST_USED_FLUSH_S/,
+    ],
+    [
+      'FORTARY_EXPIRY_WARNING_DAYS left implicit',
+      (o) =>
+        (containerOf(o, SIDECAR).env = arr(containerOf(o, SIDECAR).env).filter(
+          (e) => at(e, 'name') !== 'FORTARY_EXPIRY_WARNING_DAYS',
+        )),
+      /FORTARY_EXPIRY_WARNING_DAYS must be set explicitly/,
     ],
   ];
 

@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { parse } from 'yaml';
+import { readConfig } from '../../src/config';
 import { authzEndpoint, checkEnvoyConfig, connectionManagers } from './envoy-checks';
 import { arr, at, isObj, num, obj, str, type Obj } from './json';
 
@@ -13,6 +14,9 @@ export const ENVOY_IMAGE = 'envoyproxy/envoy:v1.37.0';
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 /** The grpc.health.v1 service name that reports only whether the process is alive. */
 export const LIVENESS_SERVICE = 'liveness';
+
+/** Variables the Deployment spells out even at their defaults, so operators see the knob and its value. */
+export const EXPLICIT_ENV = ['FORTARY_LAST_USED_FLUSH_S', 'FORTARY_EXPIRY_WARNING_DAYS'];
 
 export interface ManifestOptions {
   /** The exact text of envoy/envoy.yaml, which the generated ConfigMap must hold. */
@@ -250,6 +254,18 @@ export function checkManifests(objects: Obj[], options: ManifestOptions): string
     problems.push('FORTARY_ADMIN_ADDR must be declared as the container port named metrics');
   }
   if (envValue(sidecar, 'UV_THREADPOOL_SIZE') !== '4') problems.push('UV_THREADPOOL_SIZE must be 4');
+  // The sidecar's own validation of its environment: a value it would refuse at start fails here, offline.
+  const literals = Object.fromEntries(
+    arr(sidecar.env).flatMap((e) => {
+      const value = str(at(e, 'value'));
+      return value === undefined ? [] : [[String(at(e, 'name')), value]];
+    }),
+  );
+  const config = readConfig(literals);
+  if (!config.ok) problems.push(...config.problems.map((p) => `sidecar env: ${p}`));
+  for (const name of EXPLICIT_ENV) {
+    if (envValue(sidecar, name) === undefined) problems.push(`sidecar env: ${name} must be set explicitly`);
+  }
   const redis = envVar(sidecar, 'REDIS_URL');
   if (redis?.value !== undefined || str(at(redis, 'valueFrom', 'secretKeyRef', 'name')) === undefined) {
     problems.push('REDIS_URL must come from a secretKeyRef, never a literal');
