@@ -39,6 +39,7 @@ export function parseVaultPath(rawPath: string): PathInfo {
 /** Returns why a path (query removed) is ambiguous, or null when every server reads it the same way. */
 function pathProblem(path: string): string | null {
   if (path.charCodeAt(0) !== 0x2f) return 'path does not start with /';
+  let escaped = false;
   for (let i = 0; i < path.length; i++) {
     const c = path.charCodeAt(i);
     // Control characters, DEL, non-ASCII (look-alikes, overlong UTF-8), backslash, `;` path parameters, `#`.
@@ -47,9 +48,35 @@ function pathProblem(path: string): string | null {
     if (c === 0x25) {
       const problem = encodingProblem(path, i);
       if (problem !== null) return problem;
+      escaped = true;
       i += 2;
     }
   }
+  return escaped ? escapedSegmentsProblem(path) : plainSegmentsProblem(path);
+}
+
+/**
+ * segmentProblem for a path without escapes, without splitting it: every request pays this. Whitespace, `?` and
+ * `#` cannot occur here (the loop above refused them), so a segment is ambiguous only as `.`, `..` or when it
+ * ends with a dot; an empty segment only when it is not the last.
+ */
+function plainSegmentsProblem(path: string): string | null {
+  for (let start = 1; start <= path.length;) {
+    let end = path.indexOf('/', start);
+    if (end < 0) end = path.length;
+    const length = end - start;
+    if (length === 0 && end < path.length) return 'empty segment';
+    if (length > 0 && path.charCodeAt(end - 1) === 0x2e) {
+      return length <= 2 && (length === 1 || path.charCodeAt(start) === 0x2e)
+        ? 'dot segment'
+        : 'segment ends with a dot';
+    }
+    start = end + 1;
+  }
+  return null;
+}
+
+function escapedSegmentsProblem(path: string): string | null {
   const segments = path.split('/');
   for (let i = 1; i < segments.length; i++) {
     const segment = segments[i] as string;

@@ -3,6 +3,7 @@
  * any path two servers could read differently is refused. The attack table is in path-attacks.test.ts; this file
  * pins the classification rules themselves (docs/path-rules.md).
  */
+import fc from 'fast-check';
 import { isOpenPath, MAX_PATH_LENGTH, parseVaultPath, type PathInfo } from '../../../src/core/vault-path';
 
 const vault = (vaultId: string, path: string): PathInfo => ({ kind: 'vault', vaultId, path });
@@ -204,5 +205,48 @@ describe('isOpenPath', () => {
   it('a bare * is an exact path, not a wildcard', () => {
     expect(isOpenPath('/v1/me', ['*'])).toBe(false);
     expect(isOpenPath('/v1/me', ['/v1/*'])).toBe(true);
+  });
+});
+
+describe('paths without escapes (the split-free fast path)', () => {
+  /** The split-based reading every path had before the fast path: it must still agree on each one. */
+  function splitReading(path: string): string | null {
+    const segments = path.split('/');
+    for (let i = 1; i < segments.length; i++) {
+      const segment = segments[i] as string;
+      if (segment === '' && i < segments.length - 1) return 'empty segment';
+      if (segment === '.' || segment === '..') return 'dot segment';
+      if (segment.endsWith('.')) return 'segment ends with a dot';
+    }
+    return null;
+  }
+
+  it('agrees with the split-based reading on every plain path', () => {
+    const char = fc.constantFrom('a', 'Z', '0', '.', '/', '-', '_', '~');
+    fc.assert(
+      fc.property(fc.array(char, { maxLength: 24 }), (chars) => {
+        const path = `/v1/vaults/a/${chars.join('')}`;
+        const expected = splitReading(path);
+        const info = parseVaultPath(path);
+        if (expected === null) expect(info.kind).not.toBe('rejected');
+        else expect(info).toEqual({ kind: 'rejected', detail: expected });
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it.each([
+    ['/', null],
+    ['/v1/vaults/a/', null],
+    ['/v1/vaults/a/.', 'dot segment'],
+    ['/v1/vaults/a/..', 'dot segment'],
+    ['/v1/vaults/a/.../b', 'segment ends with a dot'],
+    ['/v1/vaults/a./b', 'segment ends with a dot'],
+    ['/v1/vaults/a/.b', null],
+    ['//v1/vaults/a', 'empty segment'],
+  ])('%j', (path, problem) => {
+    const info = parseVaultPath(path);
+    if (problem === null) expect(info.kind).not.toBe('rejected');
+    else expect(info).toEqual({ kind: 'rejected', detail: problem });
   });
 });
