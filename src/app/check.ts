@@ -41,12 +41,7 @@ export interface CheckDeps {
   lastUsed?: LastUsedRecorder;
 }
 
-/** Distinct peer / X-Forwarded-For pairs whose compared address is remembered (comparedAddress). */
-const ADDRESS_MEMO = 1024;
-
 export class CheckService {
-  private readonly addresses = new Map<string, string | undefined>();
-
   constructor(private readonly deps: CheckDeps) {}
 
   check(req: AuthzRequest): MaybePromise<Decision> {
@@ -122,19 +117,10 @@ export class CheckService {
 
   /**
    * The client address the IP rules compare for this request (see clientAddress), as text; for the decision log.
-   * Parsing and printing an address costs about a microsecond, a sizeable share of a warm Check, and the same few
-   * peers (Envoy's, or a proxy's) send nearly every request: so answers are remembered per peer and
-   * X-Forwarded-For value, in a map emptied whenever it reaches ADDRESS_MEMO entries.
+   * Computed only for a line that is written (about a microsecond): allows are logged at debug level.
    */
   comparedAddress(req: AuthzRequest): string | undefined {
-    if (req.source.kind !== 'ip') return undefined;
-    const memoKey = req.forwardedFor === undefined ? req.source.ip : `${req.source.ip} ${req.forwardedFor}`;
-    const known = this.addresses.get(memoKey);
-    if (known !== undefined || this.addresses.has(memoKey)) return known;
-    const text = clientAddressText(req.source, req.forwardedFor, this.deps.policy.trustedProxies);
-    if (this.addresses.size >= ADDRESS_MEMO) this.addresses.clear();
-    this.addresses.set(memoKey, text);
-    return text;
+    return clientAddressText(req.source, req.forwardedFor, this.deps.policy.trustedProxies);
   }
 }
 

@@ -156,8 +156,11 @@ export interface DecisionFields {
   durationMs: number;
 }
 
-export type DecisionLevel = 'info' | 'warn' | 'error';
-export type DecisionLog = (level: DecisionLevel, fields: DecisionFields) => void;
+export type DecisionLevel = 'debug' | 'info' | 'warn' | 'error';
+/** Writes one decision line; `enabled` says beforehand whether a line at that level would be written at all. */
+export type DecisionLog = ((level: DecisionLevel, fields: DecisionFields) => void) & {
+  enabled(level: DecisionLevel): boolean;
+};
 
 /**
  * A writer for the decision line that serialises its fixed shape directly and appends it to the logger's
@@ -176,17 +179,21 @@ export function decisionLogger(logger: Logger): DecisionLog {
   const needsMetadata =
     stream !== undefined &&
     (stream as unknown as { [key: symbol]: unknown })[Symbol.for('pino.metadata')] === true;
+  const enabled = (level: DecisionLevel): boolean => logger.isLevelEnabled(level);
   if (stream === undefined || typeof stream.write !== 'function' || needsMetadata) {
-    return (level, fields) => {
-      if (logger.isLevelEnabled(level)) logger[level](fields, 'check');
-    };
+    return Object.assign(
+      (level: DecisionLevel, fields: DecisionFields) => {
+        if (logger.isLevelEnabled(level)) logger[level](fields, 'check');
+      },
+      { enabled },
+    );
   }
   // The bindings as pino serialises them: `,"service":"fortary-authz"` (an object's keys keep their order).
   const bound = JSON.stringify(logger.bindings()).slice(1, -1);
   const chindings = bound === '' ? '' : `,${bound}`;
   let lastMs = -1;
   let timePart = '';
-  return (level, fields) => {
+  const write = (level: DecisionLevel, fields: DecisionFields): void => {
     if (!logger.isLevelEnabled(level)) return;
     const now = Date.now();
     if (now !== lastMs) {
@@ -204,4 +211,5 @@ export function decisionLogger(logger: Logger): DecisionLog {
     line += `,"method":${JSON.stringify(fields.method)},"durationMs":${Number.isFinite(fields.durationMs) ? fields.durationMs : null},"msg":"check"}\n`;
     stream.write(line);
   };
+  return Object.assign(write, { enabled });
 }

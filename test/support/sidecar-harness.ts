@@ -30,6 +30,8 @@ export interface HarnessOptions {
   clock?: Clock;
   redis?: RedisInstance;
   compare?: SecretCompare;
+  /** The logger's level; debug by default so the tests see allow lines too (production's default is info). */
+  logLevel?: string;
 }
 
 export function testConfig(redisUrl: string, env: Record<string, string> = {}): Readonly<Config> {
@@ -68,7 +70,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     return options.compare ? options.compare(token, hash) : bcrypt.compare(token, hash);
   };
   const sidecar = await startSidecar(testConfig(redis.url, options.env), {
-    logger: createLogger('info', sink),
+    logger: createLogger(options.logLevel ?? 'debug', sink),
     metrics: new Metrics({ defaultMetrics: false }),
     compare,
     ...(options.clock ? { clock: options.clock } : {}),

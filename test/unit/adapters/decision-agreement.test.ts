@@ -31,7 +31,7 @@ interface Seen {
 /** Runs one Check that ends with `decision` through the real handler, logger and metrics. */
 async function answer(decision: Decision): Promise<Seen> {
   const lines: string[] = [];
-  const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
+  const logger = createLogger('debug', { write: (line: string) => void lines.push(line) });
   const metrics = new Metrics({ defaultMetrics: false });
   const service = { check: () => decision, comparedAddress: () => '203.0.113.7' } as unknown as CheckService;
   const handler = createCheckHandler(service, logger, metrics, () => {});
@@ -75,5 +75,46 @@ describe('deny or error: the log, the metric and Envoy metadata agree with the o
   it('store_unavailable is an error everywhere (the case that once disagreed)', async () => {
     const seen = await answer({ allow: false, reason: 'store_unavailable', detail: 'redis down' });
     expect(seen).toEqual({ log: 'error', metric: 'error', metadata: 'error' });
+  });
+});
+
+describe('decision log levels', () => {
+  /** The level names of the `check` lines a logger at `level` writes for one Check ending with `decision`. */
+  function checkLines(level: string, decision: Decision): string[] {
+    const lines: string[] = [];
+    const logger = createLogger(level, { write: (line: string) => void lines.push(line) });
+    const service = {
+      check: () => decision,
+      comparedAddress: () => '203.0.113.7',
+    } as unknown as CheckService;
+    const handler = createCheckHandler(service, logger, new Metrics({ defaultMetrics: false }), () => {});
+    const call = { request: deserializeCheckRequest(checkRequestBytes(envoyRequest())) };
+    let answered = 0;
+    handler(call as grpc.ServerUnaryCall<DecodedCheckRequest, Buffer>, () => void answered++);
+    expect(answered).toBe(1);
+    return lines
+      .map((line) => JSON.parse(line) as { msg: string; level: string })
+      .filter((line) => line.msg === 'check')
+      .map((line) => line.level);
+  }
+  const allow: Decision = { allow: true, reason: 'allowed', keyId: 'key_1', userId: 'user_1' };
+
+  it('allows are debug lines: the default level (info) writes none, debug writes one', () => {
+    expect(checkLines('info', allow)).toEqual([]);
+    expect(checkLines('debug', allow)).toEqual(['debug']);
+  });
+
+  it.each<[DenyReason, string]>([
+    ['key_revoked', 'info'],
+    ['vault_not_allowed', 'info'],
+    ['store_unavailable', 'warn'],
+    ['internal_error', 'error'],
+  ])('a %s is logged at %s by the default level', (reason, level) => {
+    expect(checkLines('info', { allow: false, reason, detail: 'd' })).toEqual([level]);
+  });
+
+  it('at warn, a refusal is not logged and Redis trouble still is', () => {
+    expect(checkLines('warn', { allow: false, reason: 'key_revoked', detail: 'd' })).toEqual([]);
+    expect(checkLines('warn', { allow: false, reason: 'store_unavailable', detail: 'd' })).toEqual(['warn']);
   });
 });
