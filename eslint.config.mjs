@@ -18,19 +18,31 @@ const KEYSPACE_LITERALS = [
  * state, deep imports into a package's lib/, and a hand-built HMAC (one-shot hash() over ipad/opad buffers instead
  * of createHmac) are refused everywhere. test/unit/lint-rules.test.ts proves each selector fires.
  */
-const PRIVATE_MEMBERS = ['symbols', 'hashMap', 'streamSym', 'chindingsSym', 'needsMetadataGsym'];
+const PRIVATE_MEMBERS = [
+  'symbols',
+  'hashMap',
+  'streamSym',
+  'chindingsSym',
+  'needsMetadataGsym',
+  // Node's undocumented Buffer methods behind toString/write: Buffer#toString(encoding, start, end) is the API.
+  'utf8Slice',
+  'latin1Slice',
+  'asciiSlice',
+  'utf8Write',
+  'latin1Write',
+];
 const PUBLIC_API_SYNTAX = PRIVATE_MEMBERS.flatMap((name) => [
   {
     selector: `MemberExpression[property.name='${name}']`,
-    message: `'${name}' is a library internal (pino, prom-client): use the documented API.`,
+    message: `'${name}' is a library internal (pino, prom-client, Node's Buffer): use the documented API.`,
   },
   {
     selector: `MemberExpression[computed=true][property.value='${name}']`,
-    message: `'${name}' is a library internal (pino, prom-client): use the documented API.`,
+    message: `'${name}' is a library internal (pino, prom-client, Node's Buffer): use the documented API.`,
   },
   {
     selector: `ObjectPattern > Property[key.name='${name}']`,
-    message: `'${name}' is a library internal (pino, prom-client): use the documented API.`,
+    message: `'${name}' is a library internal (pino, prom-client, Node's Buffer): use the documented API.`,
   },
 ]);
 const PUBLIC_API_IMPORTS = {

@@ -44,18 +44,9 @@ export class CheckRequestDecodeError extends Error {
   }
 }
 
-interface BufferSlices {
-  utf8Slice(start: number, end: number): string;
-  latin1Slice(start: number, end: number): string;
-}
-
-const HAS_SLICES = typeof (Buffer.prototype as unknown as Partial<BufferSlices>).utf8Slice === 'function';
-
+/** Buffer#toString, the documented API (the undocumented utf8Slice saves about 40 ns a call, not worth it). */
 function utf8(buf: Buffer, start: number, end: number): string {
-  if (start === end) return '';
-  return HAS_SLICES
-    ? (buf as unknown as BufferSlices).utf8Slice(start, end)
-    : buf.toString('utf8', start, end);
+  return start === end ? '' : buf.toString('utf8', start, end);
 }
 
 // Header name classes.
