@@ -3,6 +3,16 @@
  * optional byte mutations, or garbage. Part of the fuzzer run by bench/fuzz.ts and test/fuzz/check.fuzz.test.ts
  * (docs/hardening.md).
  */
+import type fc from 'fast-check';
+
+/** Header values and paths are bytes on the wire; most cases spell them as text. */
+export const utf8 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'utf8'));
+
+/** Each dimension of a case has values that keep a request valid and values that attack it. */
+export interface Dimension<T> {
+  good: fc.Arbitrary<T>;
+  bad: fc.Arbitrary<T>;
+}
 
 export interface HeaderLine {
   name: string;

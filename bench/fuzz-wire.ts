@@ -4,8 +4,14 @@
  * bench/fuzz.ts and test/fuzz/check.fuzz.test.ts (docs/hardening.md).
  */
 import fc from 'fast-check';
-import type { ExtraField, FuzzCase, HeaderLine, Level, Mutation } from './fuzz-case-types';
-import { utf8 } from './fuzz-cases';
+import {
+  utf8,
+  type ExtraField,
+  type FuzzCase,
+  type HeaderLine,
+  type Level,
+  type Mutation,
+} from './fuzz-case-types';
 
 export function varint(n: number): number[] {
   const out: number[] = [];
