@@ -13,7 +13,8 @@ import { authorizationService } from '../src/adapters/grpc/service-definition';
 import { cpuSeconds, decisionDelta, ROOT, scrape, sleep, track, type SidecarProcess } from './bench-support';
 import { systemJiffies, type Bench } from './bench-report';
 import { checkRequestBytes } from './envoy-request';
-import { checkResponseCode, type PacedConfig, type PacedResult, type StreamResult } from './paced-client';
+import { checkResponseCode } from './paced-summary';
+import type { PacedConfig, PacedResult, StreamResult } from './paced-types';
 import { pool, putUser } from './seed';
 
 // A grpc-js client for one-off calls (priming caches, checking a server answers OK).

@@ -6,7 +6,7 @@ import { execSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { LatencySummary } from './paced-client';
+import type { LatencySummary } from './paced-types';
 
 export const ALL_SCENARIOS = ['throughput', 'latency', 'cold', 'reject', 'flood', 'memory'] as const;
 export type Scenario = (typeof ALL_SCENARIOS)[number];

@@ -11,80 +11,15 @@
  *                                                      line of PacedResult
  */
 import fs from 'node:fs';
-import http2 from 'node:http2';
-import net from 'node:net';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { authorizationService } from '../src/adapters/grpc/service-definition';
-import { authorizationFor, checkRequestBytes, type BodySpec } from './envoy-request';
-
-export type StreamSpec =
-  | {
-      name: string;
-      kind: 'check';
-      /** host:port */
-      target: string;
-      rate: number;
-      /** Stop after this many requests (default: rate × duration). */
-      count?: number;
-      body: BodySpec;
-    }
-  | { name: string; kind: 'health'; target: string; service: string; rate: number; count?: number };
-
-export interface PacedConfig {
-  durationMs: number;
-  deadlineMs: number;
-  streams: StreamSpec[];
-  /**
-   * Each stream first sends at its rate for `ms` without recording anything (JIT, connections: the first hundred
-   * calls of a fresh client take tens of milliseconds). Check streams send `authorization` meanwhile (choose one
-   * whose decision is known, so the caller can account for it in the server's counters).
-   */
-  warmup?: { ms: number; authorization: string };
-  /**
-   * Client for Check streams: 'http2' (default) sends the same gRPC request over Node's http2 module, which costs
-   * the client a fraction of a grpc-js call, so less of the measured tail is the client's own; 'grpc-js' uses a
-   * grpc-js channel. Health streams always use grpc-js.
-   */
-  transport?: 'http2' | 'grpc-js';
-}
-
-export interface LatencySummary {
-  n: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  p999: number;
-  max: number;
-  mean: number;
-}
-
-export interface StreamResult {
-  name: string;
-  /** Warm-up calls sent before the measured ones (not in any figure below). */
-  warmupSent: number;
-  sent: number;
-  /** grpc status code -> count (0 = OK) */
-  grpcCodes: Record<string, number>;
-  /** For Check streams: CheckResponse status.code -> count (0 = allowed); for health: serving status -> count. */
-  answers: Record<string, number>;
-  /** Milliseconds from the scheduled send time to the answer (errors included). */
-  latencyMs: LatencySummary;
-  /** Milliseconds from the actual send to the answer. */
-  serviceMs: LatencySummary;
-  /** How late the client sent relative to its schedule (client-side noise, included in latencyMs). */
-  sendLagMs: LatencySummary;
-  maxInFlight: number;
-}
-
-export interface PacedResult {
-  streams: StreamResult[];
-  elapsedMs: number;
-  /** CPU seconds this client used (both threads) while sending. */
-  clientCpuSeconds: number;
-}
+import { authorizationFor, checkRequestBytes } from './envoy-request';
+import { Http2UnaryClient } from './http2-unary-client';
+import { checkResponseCode, summarize } from './paced-summary';
+import type { PacedConfig, PacedResult, StreamSpec } from './paced-types';
 
 interface Scheduled {
   stream: number;
@@ -93,63 +28,6 @@ interface Scheduled {
 }
 
 const nowNs = (): number => Number(process.hrtime.bigint());
-
-export function summarize(values: ArrayLike<number>, count = values.length): LatencySummary {
-  const sorted = Float64Array.from({ length: count }, (_, i) => values[i] as number).sort();
-  const pick = (q: number) =>
-    count === 0 ? NaN : (sorted[Math.min(count - 1, Math.ceil(q * count) - 1)] as number);
-  let sum = 0;
-  for (let i = 0; i < count; i++) sum += sorted[i] as number;
-  return {
-    n: count,
-    p50: pick(0.5),
-    p90: pick(0.9),
-    p99: pick(0.99),
-    p999: pick(0.999),
-    max: count === 0 ? NaN : (sorted[count - 1] as number),
-    mean: count === 0 ? NaN : sum / count,
-  };
-}
-
-/** status.code of an encoded CheckResponse (field 1 -> google.rpc.Status field 1); 0 when absent. */
-export function checkResponseCode(bytes: Buffer): number {
-  let pos = 0;
-  const varint = (): number => {
-    let value = 0;
-    let shift = 0;
-    for (;;) {
-      const b = bytes[pos++];
-      if (b === undefined) throw new Error('truncated varint');
-      value += (b & 0x7f) * 2 ** shift;
-      if (b < 0x80) return value;
-      shift += 7;
-    }
-  };
-  while (pos < bytes.length) {
-    const tag = varint();
-    const wire = tag & 7;
-    if (wire === 0) {
-      varint();
-    } else if (wire === 2) {
-      const len = varint();
-      if (tag >>> 3 === 1) {
-        const end = pos + len;
-        while (pos < end) {
-          const inner = varint();
-          if (inner === 0x08) return varint();
-          if ((inner & 7) === 2) pos += varint();
-          else if ((inner & 7) === 0) varint();
-          else throw new Error('unexpected wire type in Status');
-        }
-        return 0;
-      }
-      pos += len;
-    } else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else throw new Error(`unexpected wire type ${wire}`);
-  }
-  throw new Error('CheckResponse without status');
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker: the schedule.
@@ -214,105 +92,6 @@ interface HealthClient extends grpc.Client {
     options: grpc.CallOptions,
     callback: (error: grpc.ServiceError | null, reply?: { status: string }) => void,
   ): void;
-}
-
-type UnaryCallback = (error: { code: number; message: string } | null, response?: Buffer) => void;
-
-/**
- * A minimal gRPC unary client over one HTTP/2 connection (what Envoy keeps to its ext_authz cluster): POST with
- * the length-prefixed message, the answer's message and grpc-status from the trailers. Deadlines are enforced by
- * one sweep timer rather than a timer per call.
- */
-class Http2UnaryClient {
-  private readonly session: http2.ClientHttp2Session;
-  private readonly pending = new Set<{
-    stream: http2.ClientHttp2Stream;
-    deadline: number;
-    fail: () => void;
-  }>();
-  private readonly sweep: NodeJS.Timeout;
-
-  constructor(target: string) {
-    const [host, port] = [
-      target.slice(0, target.lastIndexOf(':')),
-      Number(target.slice(target.lastIndexOf(':') + 1)),
-    ];
-    this.session = http2.connect(`http://${target}`, {
-      createConnection: () => net.connect({ host, port, noDelay: true }),
-    });
-    this.session.on('error', () => {});
-    this.sweep = setInterval(() => {
-      const now = Date.now();
-      for (const call of this.pending) if (call.deadline <= now) call.fail();
-    }, 20);
-    this.sweep.unref();
-  }
-
-  ready(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (this.session.connecting === false) return resolve();
-      this.session.once('connect', () => resolve());
-      this.session.once('error', reject);
-    });
-  }
-
-  unary(path: string, message: Buffer, deadlineMs: number, callback: UnaryCallback): void {
-    const frame = Buffer.allocUnsafe(5 + message.length);
-    frame[0] = 0;
-    frame.writeUInt32BE(message.length, 1);
-    message.copy(frame, 5);
-    let stream: http2.ClientHttp2Stream;
-    try {
-      stream = this.session.request({
-        ':method': 'POST',
-        ':path': path,
-        'content-type': 'application/grpc',
-        te: 'trailers',
-      });
-    } catch (error) {
-      return callback({ code: 14, message: String(error) });
-    }
-    const chunks: Buffer[] = [];
-    let status: number | null = null;
-    let statusMessage = '';
-    let settled = false;
-    const call = {
-      stream,
-      deadline: Date.now() + deadlineMs,
-      fail: () => finish({ code: 4, message: 'deadline exceeded' }),
-    };
-    const finish = (error: { code: number; message: string } | null, response?: Buffer) => {
-      if (settled) return;
-      settled = true;
-      this.pending.delete(call);
-      if (error !== null && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-      callback(error, response);
-    };
-    this.pending.add(call);
-    const readStatus = (headers: http2.IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined) {
-        status = Number(headers['grpc-status']);
-        statusMessage = String(headers['grpc-message'] ?? '');
-      }
-    };
-    stream.on('response', readStatus);
-    stream.on('trailers', readStatus);
-    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-    stream.on('error', (error) => finish({ code: 14, message: error.message }));
-    stream.on('close', () => {
-      if (status === null) return finish({ code: 14, message: 'stream closed without grpc-status' });
-      if (status !== 0) return finish({ code: status, message: statusMessage });
-      const body = Buffer.concat(chunks);
-      if (body.length < 5) return finish({ code: 13, message: 'no message' });
-      finish(null, body.subarray(5, 5 + body.readUInt32BE(1)));
-    });
-    stream.end(frame);
-  }
-
-  close(): void {
-    clearInterval(this.sweep);
-    this.session.close();
-  }
 }
 
 export async function runPaced(config: PacedConfig): Promise<PacedResult> {

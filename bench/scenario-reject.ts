@@ -6,7 +6,7 @@ import { decisionDelta, median, scrape, seriesDelta, type SidecarProcess } from 
 import { contention, expectDecisions, runPaced, stream } from './bench-client';
 import { pct, type Bench } from './bench-report';
 import type { BodySpec } from './envoy-request';
-import type { StreamResult } from './paced-client';
+import type { StreamResult } from './paced-types';
 
 export async function reject(
   bench: Bench,
