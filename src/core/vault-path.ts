@@ -20,7 +20,7 @@ export function parseVaultPath(rawPath: string): PathInfo {
   if (rawPath.length > MAX_PATH_LENGTH) return rejected('path too long');
   const query = rawPath.indexOf('?');
   const path = query < 0 ? rawPath : rawPath.slice(0, query);
-  const problem = pathProblem(path);
+  const problem = pathProblem(path) ?? (query < 0 ? null : queryProblem(rawPath, query + 1));
   if (problem !== null) return rejected(problem);
   if (!path.startsWith(VAULTS_PREFIX + '/')) {
     if (path === VAULTS_PREFIX) return { kind: 'none', path };
@@ -34,6 +34,19 @@ export function parseVaultPath(rawPath: string): PathInfo {
   if (vaultId === '') return { kind: 'none', path };
   if (!VAULT_ID_PATTERN.test(vaultId)) return rejected('vault segment is not a vault id');
   return { kind: 'vault', vaultId, path };
+}
+
+/**
+ * The query never names the vault, but it reaches upstream: raw control characters, whitespace and non-ASCII (a
+ * byte that was not UTF-8 arrives here as U+FFFD) are invalid in a request target (RFC 3986) and each server
+ * reads them its own way, so they are refused there as in the path. Escapes in the query are left alone.
+ */
+function queryProblem(rawPath: string, from: number): string | null {
+  for (let i = from; i < rawPath.length; i++) {
+    const c = rawPath.charCodeAt(i);
+    if (c < 0x21 || c > 0x7e) return `character 0x${c.toString(16)} in the query`;
+  }
+  return null;
 }
 
 /** Returns why a path (query removed) is ambiguous, or null when every server reads it the same way. */

@@ -167,6 +167,19 @@ const rows: Row[] = [
     http: 400,
     grpc: 3,
   },
+  // Fuzz finding 8: a byte that is not UTF-8 arrives decoded as U+FFFD; raw non-ASCII is refused in the query too.
+  ...['\uFFFD', 'é', ' ', '\t'].map((char) => ({
+    ...forbidden(`a raw ${JSON.stringify(char)} in the query`, 'path_rejected', () => ({
+      authorization: bearer('alpha'),
+      path: `/v1/vaults/alpha/items?next=/v1/vaults/bet${char}`,
+    })),
+    http: 400,
+    grpc: 3,
+  })),
+  ok('percent-encoded non-ASCII in the query', () => ({
+    authorization: bearer('alpha'),
+    path: '/v1/vaults/alpha/items?q=%C3%A9%EF%BF%BD%20',
+  })),
   ok('the query string is not part of the path', () => ({
     authorization: bearer('alpha'),
     path: '/v1/vaults/alpha?next=/v1/vaults/beta',

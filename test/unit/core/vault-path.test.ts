@@ -250,3 +250,22 @@ describe('paths without escapes (the split-free fast path)', () => {
     else expect(info).toEqual({ kind: 'rejected', detail: problem });
   });
 });
+
+describe('the query string (fuzz finding 8)', () => {
+  it.each([
+    ['/v1/vaults/a?x=\uFFFD', 'character 0xfffd in the query'],
+    ['/v1/vaults/a?x=é', 'character 0xe9 in the query'],
+    ['/v1/vaults/a?x=1 2', 'character 0x20 in the query'],
+    ['/v1/vaults/a?x=\u0000', 'character 0x0 in the query'],
+    ['/v1/vaults/a??\x7f', 'character 0x7f in the query'],
+  ])('%j is refused', (path, detail) => {
+    expect(parseVaultPath(path)).toEqual({ kind: 'rejected', detail });
+  });
+
+  it.each(['/v1/vaults/a?', '/v1/vaults/a?x=%C3%A9&y=%00', '/v1/vaults/a?next=/v1/vaults/b/../c#?;\\'])(
+    '%j: printable ASCII and escapes in the query are left alone',
+    (path) => {
+      expect(parseVaultPath(path)).toEqual({ kind: 'vault', vaultId: 'a', path: '/v1/vaults/a' });
+    },
+  );
+});
