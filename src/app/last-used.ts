@@ -24,7 +24,7 @@ export interface LastUse {
 
 export interface LastUseStore {
   /**
-   * Writes the batch (one round trip) and resolves to how many entries Redis refused, naming each through `refused`
+   * Writes the batch (pipelined: one round trip per few hundred entries) and resolves to how many entries Redis refused, naming each through `refused`
    * so that exactly those are retried. Throws when nothing could be sent or every write was refused.
    */
   write(uses: readonly LastUse[], refused: (keyId: string, error: unknown) => void): Promise<number>;

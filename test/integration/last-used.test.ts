@@ -2,7 +2,7 @@
  * Issue 12 item 1, end to end: real sidecars (in process), a private redis-server, real gRPC Checks, and the real
  * CLI binary reading what the sidecars wrote.
  * - an allow is remembered and written to `fortary:last-used:<keyId>` (time, compared client address, vault) by the
- *   periodic flush, at most once per key per FORTARY_LAST_USED_FLUSH_S however many requests, one pipelined batch;
+ *   periodic flush, at most once per key per FORTARY_LAST_USED_FLUSH_S however many requests, in pipelined batches;
  * - a warm Check still makes no Redis call (the flush is not on the Check path);
  * - on shutdown the pending uses are written (drain);
  * - several sidecars never move a key's last use back (the compare happens in Redis);
