@@ -10,10 +10,10 @@
  * unknown and corrupt key ids live in a small LRU of their own, so a flood of random key ids cannot evict them.
  */
 import { createHash } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
 import { compileKey, compileUser, type CompiledKey, type CompiledUser, type Sharing } from '../core/decide';
 import { parseKeyRecord, parseUserRecord } from '../core/records';
 import { KeyTable, type VerifiedDigests } from './key-table';
+import { TtlLru } from './ttl-lru';
 import { monotonicClock, WrongType, type AppEvents, type Clock, type RecordStore } from './ports';
 
 export type KeyEntry = { kind: 'key'; key: CompiledKey } | { kind: 'missing' } | { kind: 'invalid' };
@@ -41,13 +41,13 @@ const MAX_NEGATIVE_KEYS = 10_000;
 
 export class RecordCache {
   private readonly keys: KeyTable;
-  private readonly unusableKeys: LRUCache<string, KeyEntry>;
+  private readonly unusableKeys: TtlLru<KeyEntry>;
   private readonly ttl: number;
-  private readonly users: LRUCache<string, UserEntry>;
+  private readonly users: TtlLru<UserEntry>;
   private readonly keyLoads = new Map<string, InFlight<KeyEntry>>();
   private readonly userLoads = new Map<string, InFlight<UserEntry>>();
   /** The corrupt version last logged per record, so a hot corrupt key logs once, not per request. */
-  private readonly reported = new LRUCache<string, string>({ max: 10_000 });
+  private readonly reported: TtlLru<string>;
   private readonly missingTtlMs: number;
   /** Advanced by every invalidation; loads that started under an older generation are not cached. */
   private generation = 0;
@@ -64,11 +64,11 @@ export class RecordCache {
     this.missingTtlMs = Math.min(options.missingTtlMs ?? 5000, ttl);
     this.clock = options.clock ?? monotonicClock;
     this.keys = new KeyTable(options.maxKeys);
-    // ttlAutopurge off: expiry is checked on read, which is all correctness needs and costs no timers. The LRUs
-    // read the same clock (`perf`), on every check (`ttlResolution: 0`: no cached reading, no timer to clear it).
-    const timing = { perf: this.clock, ttlResolution: 0 };
-    this.unusableKeys = new LRUCache({ max: Math.min(options.maxKeys, MAX_NEGATIVE_KEYS), ttl, ...timing });
-    this.users = new LRUCache({ max: options.maxUsers, ttl, updateAgeOnGet: false, ...timing });
+    // Expiry is checked on read, which is all correctness needs and costs no timers. Storage grows with the
+    // entries (ttl-lru.ts): a sidecar holds far fewer users than FORTARY_CACHE_MAX_USERS allows.
+    this.unusableKeys = new TtlLru(Math.min(options.maxKeys, MAX_NEGATIVE_KEYS), ttl, this.clock);
+    this.users = new TtlLru(options.maxUsers, ttl, this.clock);
+    this.reported = new TtlLru(10_000, Infinity, this.clock);
   }
 
   get size(): { keys: number; users: number } {
@@ -201,17 +201,17 @@ export class RecordCache {
     }
     if (!current) return;
     this.keys.delete(keyId);
-    this.unusableKeys.set(keyId, entry, entry.kind === 'missing' ? { ttl: this.missingTtlMs } : undefined);
+    this.unusableKeys.set(keyId, entry, entry.kind === 'missing' ? this.missingTtlMs : this.ttl);
   }
 
   private store_<T extends { kind: string }>(
-    cache: LRUCache<string, T>,
+    cache: TtlLru<T>,
     id: string,
     entry: T,
     generation: number,
   ): void {
     if (generation !== this.generation) return;
-    cache.set(id, entry, entry.kind === 'missing' ? { ttl: this.missingTtlMs } : undefined);
+    cache.set(id, entry, entry.kind === 'missing' ? this.missingTtlMs : this.ttl);
   }
 
   private invalid(kind: 'key' | 'user', id: string, error: string, version: string): { kind: 'invalid' } {
