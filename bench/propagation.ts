@@ -18,88 +18,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import * as grpc from '@grpc/grpc-js';
-import Redis from 'ioredis';
-import { ensureFunctionLibrary } from '../src/adapters/redis/function-library';
-import {
-  installCleanupHandlers,
-  makeTempDir,
-  ROOT,
-  scrape,
-  sleep,
-  startRedis,
-  startSidecar,
-  stopChild,
-  type SidecarProcess,
-} from './bench-support';
+import type Redis from 'ioredis';
+import { ROOT, scrape, sleep, startSidecar, stopChild, type SidecarProcess } from './bench-support';
 import { checkRequestBytes } from './envoy-request';
+import { CheckChannel, percentile, runBench, withBenchRedis } from './revocation-support';
 import { createKeys, putUser, type BenchKey } from './seed';
 
-const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
-const identity = (b: Buffer) => b;
-
-/** status.code of an encoded CheckResponse (field 1, google.rpc.Status, its field 1); 0 when absent. */
-function statusCode(bytes: Buffer): number {
-  let pos = 0;
-  const varint = (): number => {
-    let value = 0;
-    for (let shift = 0; ; shift += 7) {
-      const b = bytes[pos++];
-      if (b === undefined) throw new Error('truncated CheckResponse');
-      value += (b & 0x7f) * 2 ** shift;
-      if (b < 0x80) return value;
-    }
-  };
-  while (pos < bytes.length) {
-    const tag = varint();
-    const wire = tag & 7;
-    if (wire === 0) varint();
-    else if (wire === 2) {
-      const len = varint();
-      if (tag >>> 3 !== 1) {
-        pos += len;
-        continue;
-      }
-      const end = pos + len;
-      while (pos < end) {
-        const inner = varint();
-        if (inner === 0x08) return varint();
-        if ((inner & 7) === 2) pos += varint();
-        else varint();
-      }
-    } else throw new Error(`unexpected wire type ${wire}`);
-  }
-  return 0;
-}
-
-class Poller {
-  private readonly client: grpc.Client;
-
-  constructor(address: string) {
-    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), {
-      'grpc.use_local_subchannel_pool': 1,
-    });
-  }
-
-  /** One Check; resolves with its gRPC-level verdict code (0 = allowed). */
-  check(bytes: Buffer): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.client.makeUnaryRequest<Buffer, Buffer>(
-        CHECK_PATH,
-        identity,
-        identity,
-        bytes,
-        { deadline: Date.now() + 5000 },
-        (error, response) =>
-          error !== null || response === undefined ? reject(error) : resolve(statusCode(response)),
-      );
-    });
-  }
-
-  close(): void {
-    this.client.close();
-  }
-}
+/** A channel of its own per sidecar client (no shared subchannel pool), like separate Envoys. */
+const pollerOf = (target: string) => new CheckChannel(target, { 'grpc.use_local_subchannel_pool': 1 });
 
 interface Sample {
   /** ms from the revoke's reply to each sidecar's first denial, in sidecar order. */
@@ -113,7 +39,7 @@ interface Sample {
  * Polls `bytes` on every poller until each sees a denial, revoking once they are all polling. A denial seen
  * before the revoke's reply arrived (the event can beat the reply to the client) counts as 0 ms.
  */
-async function revokeWhilePolling(redis: Redis, pollers: Poller[], key: BenchKey): Promise<Sample> {
+async function revokeWhilePolling(redis: Redis, pollers: CheckChannel[], key: BenchKey): Promise<Sample> {
   const bytes = checkRequestBytes({ authorization: `Bearer ${key.token}` });
   let revokeIssued = false;
   let polling = 0;
@@ -121,8 +47,7 @@ async function revokeWhilePolling(redis: Redis, pollers: Poller[], key: BenchKey
     let first = true;
     for (;;) {
       const sent = performance.now();
-      const code = await poller.check(bytes);
-      const received = performance.now();
+      const { code, at: received } = await poller.check(bytes);
       if (first) {
         first = false;
         polling++;
@@ -143,11 +68,6 @@ async function revokeWhilePolling(redis: Redis, pollers: Poller[], key: BenchKey
     rtt: results.map((r) => r.rtt),
     receivers,
   };
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
 }
 
 interface Row {
@@ -189,18 +109,18 @@ async function run(redis: Redis, redisUrl: string, sidecarCount: number, revocat
   // Cost 4: the hash cost does not change propagation, and every key is verified once per sidecar to warm up.
   const keys = await createKeys(redis, userId, revocations, 4);
   const sidecars: SidecarProcess[] = [];
-  const pollers: Poller[] = [];
+  const pollers: CheckChannel[] = [];
   try {
     for (let i = 0; i < sidecarCount; i++) {
       const sidecar = await startSidecar(redisUrl);
       sidecars.push(sidecar);
-      pollers.push(new Poller(sidecar.grpcTarget));
+      pollers.push(pollerOf(sidecar.grpcTarget));
     }
     // Warm-up: every key verified and cached by every sidecar, so each revocation hits a cached, allowed key.
     for (const key of keys) {
       const bytes = checkRequestBytes({ authorization: `Bearer ${key.token}` });
       for (const poller of pollers) {
-        const code = await poller.check(bytes);
+        const { code } = await poller.check(bytes);
         if (code !== 0) throw new Error(`warm-up: key ${key.keyId} answered ${code}`);
       }
     }
@@ -238,48 +158,30 @@ function machine(): string {
   return `${os.availableParallelism()} CPUs (nproc), ${cpu}, Node ${process.version}, redis-server ${redisVersion}`;
 }
 
-async function main(): Promise<void> {
-  installCleanupHandlers();
+runBench('propagation bench', async () => {
   if (!fs.existsSync(path.join(ROOT, 'dist/src/main.js'))) {
     throw new Error('dist/src/main.js is missing: run `npx tsc -p tsconfig.build.json` first');
   }
   const revocations = Number(process.env.PROPAGATION_REVOCATIONS ?? 200);
   const configs = (process.env.PROPAGATION_SIDECARS ?? '1,3').split(',').map(Number);
-  const server = await startRedis(makeTempDir());
-  const redis = new Redis(server.port, '127.0.0.1', { maxRetriesPerRequest: 1 });
-  try {
-    await ensureFunctionLibrary(redis);
+  const rows = await withBenchRedis(async (redis, server) => {
     const rows: Row[] = [];
     for (const count of configs) {
       process.stderr.write(`propagation: ${count} sidecar(s), ${revocations} revocations...\n`);
       rows.push(await run(redis, server.url, count, revocations));
     }
+    return rows;
+  });
+  console.log(`\nRevocation propagation: revoke reply -> first denial seen by a client polling each sidecar`);
+  console.log(machine());
+  console.log('');
+  console.log(
+    '| sidecars | revocations | samples | p50 ms | p99 ms | max ms | all sidecars p50 / p99 ms | poll RTT p50 ms | > 100 ms | receivers | events applied (sidecar view) |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
     console.log(
-      `\nRevocation propagation: revoke reply -> first denial seen by a client polling each sidecar`,
+      `| ${r.sidecars} | ${r.revocations} | ${r.samples} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.max.toFixed(2)} | ${r.allP50.toFixed(2)} / ${r.allP99.toFixed(2)} | ${r.rttP50.toFixed(2)} | ${r.over100} | ${r.receivers} | ${r.eventLagP99} |`,
     );
-    console.log(machine());
-    console.log('');
-    console.log(
-      '| sidecars | revocations | samples | p50 ms | p99 ms | max ms | all sidecars p50 / p99 ms | poll RTT p50 ms | > 100 ms | receivers | events applied (sidecar view) |',
-    );
-    console.log('|---|---|---|---|---|---|---|---|---|---|---|');
-    for (const r of rows) {
-      console.log(
-        `| ${r.sidecars} | ${r.revocations} | ${r.samples} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.max.toFixed(2)} | ${r.allP50.toFixed(2)} / ${r.allP99.toFixed(2)} | ${r.rttP50.toFixed(2)} | ${r.over100} | ${r.receivers} | ${r.eventLagP99} |`,
-      );
-    }
-  } finally {
-    redis.disconnect();
-    await stopChild(server.proc);
   }
-}
-
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    process.stderr.write(
-      `propagation bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    );
-    process.exit(1);
-  },
-);
+});
