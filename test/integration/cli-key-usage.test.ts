@@ -3,14 +3,10 @@
  * redis-server: `keys list --expiring-within <N>d`, and last use in `keys show` / `keys list` / `--unused-for`.
  * Refusals go through run() in-process: exit 2, one stderr line, Redis unchanged.
  */
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 import type Redis from 'ioredis';
-import { run } from '../../src/cli/main';
+import { runBin, runCli } from '../support/cli';
 import { startRedis, type RedisInstance } from '../support/redis-server';
 
-const ROOT = path.resolve(__dirname, '../..');
-const BIN = path.join(ROOT, 'bin/fortary-authz.js');
 const DAY = 24 * 60 * 60 * 1000;
 
 let server: RedisInstance;
@@ -25,33 +21,8 @@ afterAll(async () => {
   await server.stop();
 });
 
-function bin(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      {
-        env: { PATH: process.env.PATH ?? '', REDIS_URL: server.url, FORTARY_BCRYPT_COST: '4' },
-        timeout: 20_000,
-      },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-async function inProcess(args: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await run(args, {
-    out: (line) => out.push(line),
-    err: (line) => err.push(line),
-    env: { REDIS_URL: server.url, FORTARY_BCRYPT_COST: '4' },
-  });
-  return { code, out, err };
-}
+const bin = (args: string[]) => runBin(server.url, args);
+const inProcess = (args: string[]) => runCli(server.url, args);
 
 async function createKey(user: string, expiry: string[]): Promise<string> {
   const result = await bin(['keys', 'create', '--user', user, '--vault', 'alpha', ...expiry, '--json']);

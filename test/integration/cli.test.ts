@@ -3,7 +3,6 @@
  * (node bin/fortary-authz.js, dist/ built by Jest's globalSetup), and every refusal in-process through run(), each
  * row checking the exit status, a single stderr line and that Redis is unchanged.
  */
-import { execFile } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -11,13 +10,13 @@ import path from 'node:path';
 import bcrypt from 'bcrypt';
 import type Redis from 'ioredis';
 import { FUNCTION_LIBRARY_VERSION, functionLibrarySource } from '../../src/adapters/redis/function-library';
-import { run, USAGE } from '../../src/cli/main';
-import { parseKeyRecord, parseUserRecord } from '../../src/core/records';
+import { USAGE } from '../../src/cli/main';
+import { parseUserRecord } from '../../src/core/records';
 import { parseToken } from '../../src/core/token';
+import { runBin, runCli, snapshot as snapshotOf, storedKey as storedKeyIn } from '../support/cli';
 import { freePort, startRedis, type RedisInstance } from '../support/redis-server';
 
 const ROOT = path.resolve(__dirname, '../..');
-const BIN = path.join(ROOT, 'bin/fortary-authz.js');
 const DAY = 24 * 60 * 60 * 1000;
 const TOKEN_DOC = readFileSync(path.join(ROOT, 'docs/token-format.md'), 'utf8');
 const CONTRACT = readFileSync(path.join(ROOT, 'docs/redis-contract.md'), 'utf8');
@@ -34,73 +33,15 @@ afterAll(async () => {
   await server.stop();
 });
 
-interface Result {
-  code: number;
-  out: string[];
-  err: string[];
-}
-
 /** run() in-process; REDIS_URL points at the private server unless env overrides it. */
-async function cli(args: string[], env: Record<string, string> = {}, now?: number): Promise<Result> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await run(args, {
-    out: (line) => out.push(line),
-    err: (line) => err.push(line),
-    env: { REDIS_URL: server.url, FORTARY_BCRYPT_COST: '4', ...env },
-    ...(now === undefined ? {} : { now: () => now }),
-  });
-  return { code, out, err };
-}
-
-interface BinResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
+const cli = (args: string[], env: Record<string, string> = {}, now?: number) =>
+  runCli(server.url, args, { env, ...(now === undefined ? {} : { now }) });
 
 /** The real binary in a child process, with only the environment given here. */
-function bin(args: string[], env: Record<string, string> = {}): Promise<BinResult> {
-  const started = Date.now();
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      {
-        env: { PATH: process.env.PATH ?? '', REDIS_URL: server.url, FORTARY_BCRYPT_COST: '4', ...env },
-        timeout: 20_000,
-      },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr, ms: Date.now() - started });
-      },
-    );
-  });
-}
+const bin = (args: string[], env: Record<string, string> = {}) => runBin(server.url, args, { env });
 
-/** Everything in the database. */
-async function snapshot(client: Redis = redis): Promise<Record<string, unknown>> {
-  const out: Record<string, unknown> = {};
-  for (const name of (await client.keys('*')).sort()) {
-    const type = await client.type(name);
-    if (type === 'string') out[name] = await client.get(name);
-    else if (type === 'hash') out[name] = await client.hgetall(name);
-    else if (type === 'set') out[name] = (await client.smembers(name)).sort();
-    else out[name] = type;
-  }
-  return out;
-}
-
-async function storedKey(keyId: string, client: Redis = redis) {
-  const fields = await client.hgetall(`fortary:key:${keyId}`);
-  const parsed = parseKeyRecord(keyId, {
-    record: fields.record ?? null,
-    revokedAt: fields.revokedAt ?? null,
-  });
-  if (!parsed.ok) throw new Error(parsed.error);
-  return parsed.value;
-}
+const snapshot = (client: Redis = redis) => snapshotOf(client);
+const storedKey = (keyId: string, client: Redis = redis) => storedKeyIn(client, keyId);
 
 async function storedUser(userId: string) {
   const parsed = parseUserRecord(userId, (await redis.get(`fortary:user:${userId}`)) ?? '');

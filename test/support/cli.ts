@@ -41,6 +41,8 @@ export interface BinResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** From the spawn to the exit. */
+  ms: number;
 }
 
 /** The real binary in a child process, with only PATH, REDIS_URL, a low bcrypt cost and `env`. */
@@ -49,6 +51,7 @@ export function runBin(
   args: string[],
   options: { env?: Record<string, string>; stdin?: string } = {},
 ): Promise<BinResult> {
+  const started = Date.now();
   return new Promise((resolve) => {
     const child = execFile(
       process.execPath,
@@ -59,7 +62,7 @@ export function runBin(
       },
       (error, stdout, stderr) => {
         const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
+        resolve({ code, stdout, stderr, ms: Date.now() - started });
       },
     );
     child.stdin?.end(options.stdin ?? '');
