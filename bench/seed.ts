@@ -30,7 +30,8 @@ export async function putUser(redis: Redis, id: string): Promise<void> {
   await redis.call('FCALL', 'fortary_put_user', '1', id, record);
 }
 
-function keyRecord(keyId: string, userId: string, secretHash: string): string {
+/** A bench key's record: read on the bench vault, valid for a year (no expiry warning), no IP restriction. */
+export function keyRecord(keyId: string, userId: string, secretHash: string): string {
   const now = Date.now();
   return serializeKeyRecord({
     id: keyId,
