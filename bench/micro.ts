@@ -30,6 +30,8 @@ import { keyRecord as benchKeyRecord } from './seed';
 export interface WarmFixture {
   keyId: string;
   userId: string;
+  /** The token's secret part: formatToken(keyId, secret) is the token. */
+  secret: string;
   token: string;
   /** The key's bcrypt hash (cost 4: only the first Check pays it). */
   secretHash: string;
@@ -45,7 +47,8 @@ export interface WarmFixture {
 export async function warmFixture(): Promise<WarmFixture> {
   const userId = 'bench-user';
   const keyId = randomBase62(12);
-  const token = formatToken(keyId, randomBase62(43));
+  const secret = randomBase62(43);
+  const token = formatToken(keyId, secret);
   const secretHash = await bcrypt.hash(token, 4);
   const keyRecord = benchKeyRecord(keyId, userId, secretHash);
   const userRecord = serializeUserRecord({
@@ -57,6 +60,7 @@ export async function warmFixture(): Promise<WarmFixture> {
   return {
     keyId,
     userId,
+    secret,
     token,
     secretHash,
     keyRecord,
@@ -144,6 +148,8 @@ const wallMeter: Meter = {
 const ZERO_MARK = 'uv_loadavg';
 const DUMP_MARK = 'uv_uptime';
 const CALLGRIND_DIR_ENV = 'FORTARY_BENCH_CALLGRIND_DIR';
+/** BENCH_CALLGRIND_KEEP=1 keeps each segment's dump (cg.out.N, in order) for callgrind_annotate. */
+const KEEP_DUMPS = process.env.BENCH_CALLGRIND_KEEP === '1';
 
 class InstructionMeter implements Meter {
   readonly name = 'instructions executed (callgrind)';
@@ -164,7 +170,7 @@ class InstructionMeter implements Meter {
     const part = ++this.dumps;
     const file = path.join(this.dir, `cg.out.${part}`);
     const text = fs.readFileSync(file, 'utf8');
-    fs.rmSync(file);
+    if (!KEEP_DUMPS) fs.rmSync(file);
     const summary = /^summary: (\d+)$/m.exec(text);
     if (!text.includes(`desc: Trigger: --dump-before=${DUMP_MARK}`) || summary === null) {
       throw new Error(`${file} is not a dump of the measured loop`);
@@ -199,12 +205,11 @@ export interface PairOptions {
 }
 
 export interface PairResult {
+  /** Time meters: each contender's median round; instructions: its fewest (see compare). */
   base: number;
   next: number;
-  /** Median of the per-round ratios next / base, and their interquartile range. */
+  /** Time meters: the median of the per-round ratios next / base; instructions: next / base of the above. */
   ratio: number;
-  q1: number;
-  q3: number;
 }
 
 const EXACT_ROUNDS = 9;
@@ -233,10 +238,11 @@ export class MicroBench {
     return cost;
   }
 
-  /** Alternates `base` and `next`, prints and returns their medians and the median ratio. */
+  /** Alternates `base` and `next`, prints and returns their costs and the ratio. */
   compare(label: string, base: Contender, next: Contender, options: PairOptions): PairResult {
     // Under callgrind everything runs ~50x slower: fewer, shorter rounds, still long enough to hold several
-    // scavenges each; the median drops a round that a mark-compact happened to fall into.
+    // scavenges each. Counts repeat exactly but for the rounds a mark-compact falls into (a few % more), and which
+    // rounds those are differs between the contenders: the ratio of each one's fewest compares like with like.
     const rounds = this.meter.exact ? Math.min(options.rounds, EXACT_ROUNDS) : options.rounds;
     const perRound = this.meter.exact ? Math.ceil(options.perRound / 4) : options.perRound;
     const baseLoop = newLoop();
@@ -262,22 +268,24 @@ export class MicroBench {
       b.push(q);
       ratios.push(q / p);
     }
-    const result = {
-      base: median(a),
-      next: median(b),
-      ratio: median(ratios),
-      q1: quantile(ratios, 0.25),
-      q3: quantile(ratios, 0.75),
-    };
+    const exact = this.meter.exact;
+    const result = exact
+      ? { base: Math.min(...a), next: Math.min(...b), ratio: Math.min(...b) / Math.min(...a) }
+      : { base: median(a), next: median(b), ratio: median(ratios) };
     const unit = this.meter.unit;
     const spread = (values: number[]) =>
       `${fmt(Math.min(...values), unit)}-${fmt(Math.max(...values), unit)}`.replace(` ${unit}-`, '-');
+    const sum = (values: number[]) => values.reduce((x, y) => x + y, 0);
     console.log(label);
     console.log(`  ${base.name.padEnd(10)} ${fmt(result.base, unit).padStart(12)}/op  (rounds ${spread(a)})`);
     console.log(`  ${next.name.padEnd(10)} ${fmt(result.next, unit).padStart(12)}/op  (rounds ${spread(b)})`);
+    const ratioName = `ratio ${next.name}/${base.name}`;
     console.log(
-      `  ratio ${next.name}/${base.name} ${result.ratio.toFixed(4)} (median of ${rounds} alternated rounds of ` +
-        `${perRound}; interquartile ${result.q1.toFixed(4)}-${result.q3.toFixed(4)})`,
+      exact
+        ? `  ${ratioName} ${result.ratio.toFixed(4)} (fewest of ${rounds} alternated rounds of ${perRound} each; ` +
+            `of all rounds, mark-compacts included: ${(sum(b) / sum(a)).toFixed(4)})`
+        : `  ${ratioName} ${result.ratio.toFixed(4)} (median of ${rounds} alternated rounds of ${perRound}; ` +
+            `interquartile ${quantile(ratios, 0.25).toFixed(4)}-${quantile(ratios, 0.75).toFixed(4)})`,
     );
     return result;
   }
@@ -341,6 +349,7 @@ function runUnderCallgrind(argv: string[]): number {
     if (result.status !== 0 && fs.existsSync(log)) process.stderr.write(fs.readFileSync(log, 'utf8'));
     return result.status ?? 1;
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (KEEP_DUMPS) console.log(`callgrind dumps kept in ${dir}`);
+    else fs.rmSync(dir, { recursive: true, force: true });
   }
 }

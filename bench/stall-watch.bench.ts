@@ -34,6 +34,7 @@ interface BuildModules {
   ): (first: unknown, second: unknown) => void;
   createLogger(level: string, destination: { write(line: string): void }): unknown;
   Metrics: new () => unknown;
+  formatToken(keyId: string, secret: string): string;
 }
 
 function loadModules(dist: string): BuildModules {
@@ -48,6 +49,7 @@ function loadModules(dist: string): BuildModules {
     load('src/adapters/grpc/authz-handler.js'),
     load('src/observability/logger.js'),
     load('src/observability/metrics.js'),
+    load('src/core/token.js'),
   ) as unknown as BuildModules;
 }
 
@@ -63,6 +65,11 @@ async function loadBuild(
   fixture: WarmFixture,
 ): Promise<{ check: Contender; handler: Contender }> {
   const m = loadModules(dist);
+  // The fixture made its token with this checkout's formatToken, so that build's checksum code (inlined into the
+  // Check's token parsing) has also seen a concatenated string: ~1 % more instructions per Check than an identical
+  // build that has not. Each build makes the token once, so both have.
+  if (m.formatToken(fixture.keyId, fixture.secret) !== fixture.token)
+    throw new Error(`${name}: another token format`);
   const { service } = await m.inMemoryCheckService(fixture.store, fixture.compare, { maxKeys: 1000 });
   const req = m.decodeCheckRequest(fixture.bytes);
   const check = () => service.check(req);
@@ -89,19 +96,33 @@ async function loadBuild(
   return { check: { name, op: check }, handler: { name, op: handle } };
 }
 
-runMicroBench(async (bench, args) => {
+runMicroBench(async (bench, argv) => {
+  // Which build is loaded first shifts the counts by about 1 % even between identical builds (README): run both.
+  const reverse = argv.includes('--reverse');
+  const args = argv.filter((a) => a !== '--reverse');
   const baseRoot = args[0];
   if (baseRoot === undefined) {
     throw new Error(
-      'usage: node dist/bench/stall-watch.bench.js [--instructions|--wall] <base checkout> [<checkout to compare>]',
+      'usage: node dist/bench/stall-watch.bench.js [--instructions|--wall] [--reverse] <base checkout> [<checkout to compare>]',
     );
   }
   // A second checkout to measure instead of this one: any two builds can be compared (bisecting a cost).
   const nextRoot = args[1] === undefined ? path.resolve(__dirname, '../..') : path.resolve(args[1]);
   const fixture = await warmFixture();
-  const base = await loadBuild('base', path.resolve(baseRoot, 'dist'), fixture);
-  const next = await loadBuild('this', path.join(nextRoot, 'dist'), fixture);
-  console.log(`base: ${path.resolve(baseRoot)}; this: ${nextRoot}`);
+  const loadBase = () => loadBuild('base', path.resolve(baseRoot, 'dist'), fixture);
+  const loadNext = () => loadBuild('this', path.join(nextRoot, 'dist'), fixture);
+  let base: Awaited<ReturnType<typeof loadBase>>;
+  let next: Awaited<ReturnType<typeof loadNext>>;
+  if (reverse) {
+    next = await loadNext();
+    base = await loadBase();
+  } else {
+    base = await loadBase();
+    next = await loadNext();
+  }
+  console.log(
+    `base: ${path.resolve(baseRoot)}; this: ${nextRoot}; loaded first: ${reverse ? 'this' : 'base'}`,
+  );
   const verdict = (ratio: number) => (ratio <= BUDGET ? `within ${BUDGET}` : `OVER ${BUDGET}`);
   const check = bench.compare('CheckService.check (warm)', base.check, next.check, {
     rounds: 31,
