@@ -56,7 +56,10 @@ export async function listKeys(ctx: Context, args: readonly string[]): Promise<v
   return listAllKeys(ctx, filters, json);
 }
 
-/** One user's keys, oldest first; records that break the contract are shown as invalid (unless a filter is on). */
+/**
+ * One user's keys, oldest first; records that break the contract are shown as invalid, or, when a filter is on,
+ * skipped with one stderr line each (exit 0, as for the search over every user).
+ */
 async function listUserKeys(ctx: Context, userId: string, filters: Filters, json: boolean): Promise<void> {
   const { expiringWithin, unusedFor } = filters;
   const keys = await ctx.withRedis(async (redis) => {
@@ -72,6 +75,13 @@ async function listUserKeys(ctx: Context, userId: string, filters: Filters, json
     };
   });
   const now = ctx.now();
+  const filtered = expiringWithin !== undefined || unusedFor !== undefined;
+  // With a filter an invalid record cannot be judged: named on stderr like the search over every user does.
+  if (filtered) {
+    for (const { key } of keys.keys)
+      if (!key.ok)
+        ctx.io.err(`fortary-authz: skipped key ${key.keyId}: its record is invalid (${key.problem})`);
+  }
   const views: ListedKey[] = keys.keys
     .filter(
       ({ key, lastUse }) =>

@@ -6,6 +6,7 @@
  * stderr line each, exit 0), and that the documented operator ACL is enough and `+scan` is needed.
  */
 import type Redis from 'ioredis';
+import { userKeysSet } from '../../src/adapters/redis/keyspace';
 import { serializeKeyRecord } from '../../src/core/records';
 import { runBin, runCli, snapshot } from '../support/cli';
 import { createKey, DAY_MS, putUser, randomBase62, revokeKey } from '../support/fixtures';
@@ -250,6 +251,38 @@ test('records that break the contract: skipped, one stderr line naming each, exi
       `fortary-authz: skipped key ${wrongType}: its record cannot be read (WRONGTYPE Operation against a key holding the wrong kind of value)`,
       `fortary-authz: skipped key ${markerOnly}: its record is invalid (hash has no record field)`,
       'fortary-authz: skipped Redis key "fortary:key:not-a-key-id": not a key id',
+    ].sort(),
+  );
+  expect(await snapshot(admin)).toEqual(before);
+});
+
+test('one user with a filter: an invalid record is skipped with one stderr line, exit 0; without a filter shown', async () => {
+  await admin.flushall();
+  await putUser(admin, { id: 'alice', developerVaults: ['alpha'] });
+  const good = (await createKey(admin, { userId: 'alice', expiresAt: Date.now() + 3 * DAY_MS })).keyId;
+  const badJson = randomBase62(12);
+  await admin.hset(`fortary:key:${badJson}`, 'record', '{"v":1,"id":');
+  await admin.sadd(userKeysSet('alice'), badJson);
+
+  const before = await snapshot(admin);
+  const filtered = await bin(['keys', 'list', '--user', 'alice', '--expiring-within', '30d', '--json']);
+  expect(filtered.code).toBe(0);
+  expect((JSON.parse(filtered.stdout) as Listed[]).map((v) => v.keyId)).toEqual([good]);
+  expect(filtered.stderr).toBe(
+    `fortary-authz: skipped key ${badJson}: its record is invalid (record is not JSON)\n`,
+  );
+
+  const all = await bin(['keys', 'list', '--user', 'alice', '--json']);
+  expect(all.code).toBe(0);
+  expect(all.stderr).toBe('');
+  expect(
+    (JSON.parse(all.stdout) as Array<{ keyId: string; status: string }>)
+      .map((v) => [v.keyId, v.status])
+      .sort(),
+  ).toEqual(
+    [
+      [good, 'active'],
+      [badJson, 'invalid'],
     ].sort(),
   );
   expect(await snapshot(admin)).toEqual(before);
