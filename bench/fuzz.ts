@@ -42,6 +42,7 @@ import { utf8 } from './fuzz-case-types';
 import { caseArbitrary } from './fuzz-cases';
 import { judge, repoRoot } from './fuzz-judge';
 import { justify } from './fuzz-oracle';
+import { freePort, freePorts } from './bench-support';
 import { RawCheckClient, runFuzz } from './fuzz-runner';
 import { encodeCase, generateCase } from './fuzz-wire';
 import { seedWorld, TRUSTED_PROXIES, type SeededKey } from './fuzz-world';
@@ -49,17 +50,6 @@ import { seedWorld, TRUSTED_PROXIES, type SeededKey } from './fuzz-world';
 // ---------------------------------------------------------------------------------------------------------------
 // The long run: its own redis-server and the built sidecar as a child process
 // ---------------------------------------------------------------------------------------------------------------
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function until(what: string, condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -150,7 +140,7 @@ async function main(): Promise<void> {
       admin.disconnect();
       return;
     }
-    const [grpcPort, adminPort] = [await freePort(), await freePort()];
+    const [grpcPort, adminPort] = (await freePorts(2)) as [number, number];
     let sidecarOutput = '';
     const sidecar = spawn(process.execPath, [path.join(root, 'dist/src/main.js')], {
       cwd: root,

@@ -6,7 +6,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
-import { freePort } from './redis-server';
+import { freePorts } from './redis-server';
 import { waitFor } from './fixtures';
 
 export const ROOT = path.resolve(__dirname, '../..');
@@ -23,7 +23,7 @@ export interface SidecarProcess {
 }
 
 export async function spawnSidecar(env: Record<string, string>): Promise<SidecarProcess> {
-  const [grpcPort, healthPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const [grpcPort, healthPort, adminPort] = (await freePorts(3)) as [number, number, number];
   const proc = spawn(process.execPath, [path.join(ROOT, 'dist/src/main.js')], {
     cwd: ROOT,
     env: {
