@@ -42,7 +42,7 @@ import { utf8 } from './fuzz-case-types';
 import { caseArbitrary } from './fuzz-cases';
 import { judge, repoRoot } from './fuzz-judge';
 import { justify } from './fuzz-oracle';
-import { freePort, freePorts } from './bench-support';
+import { freePort, freePorts } from './free-ports';
 import { RawCheckClient, runFuzz } from './fuzz-runner';
 import { encodeCase, generateCase } from './fuzz-wire';
 import { seedWorld, TRUSTED_PROXIES, type SeededKey } from './fuzz-world';
