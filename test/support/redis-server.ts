@@ -8,6 +8,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
+import { freePort } from '../../bench/free-ports';
+
+// One implementation of port choice for tests and benches (the bench build cannot import test/).
+export { freePort, freePorts } from '../../bench/free-ports';
 
 export interface RedisInstance {
   port: number;
@@ -19,36 +23,6 @@ export interface RedisInstance {
   /** Starts the server again on the same port (empty: nothing is persisted unless `args` ask for it). */
   restart(): Promise<void>;
   stop(): Promise<void>;
-}
-
-/** One port nobody listens on now (the kernel's choice for port 0). */
-export async function freePort(): Promise<number> {
-  return (await freePorts(1))[0] as number;
-}
-
-/**
- * `count` distinct free ports. All are held open until the last is chosen: closing each before asking for the next
- * lets the kernel hand out the same port twice (seen: a sidecar refused to start because two addresses matched).
- */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers: net.Server[] = [];
-  try {
-    const ports: number[] = [];
-    for (let i = 0; i < count; i++) {
-      const server = net.createServer();
-      server.unref();
-      servers.push(server);
-      ports.push(
-        await new Promise<number>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port));
-        }),
-      );
-    }
-    return ports;
-  } finally {
-    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-  }
 }
 
 export async function startRedis(extraArgs: string[] = []): Promise<RedisInstance> {
