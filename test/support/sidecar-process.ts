@@ -68,9 +68,23 @@ export async function spawnSidecar(env: Record<string, string>): Promise<Sidecar
 function makeHealthClient(address: string): any {
   const definition = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
   const pkg = grpc.loadPackageDefinition(definition) as any;
-  return new pkg.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+  // The client exists before the sidecar listens: with grpc-js' default reconnect backoff (1 s, x1.6 per refused
+  // attempt) a sidecar that takes a few seconds to start on a busy CI machine would next be tried after the wait
+  // below has given up. Retry the connection every few hundred ms instead.
+  return new pkg.grpc.health.v1.Health(address, grpc.credentials.createInsecure(), {
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': 500,
+  });
 }
 
 export async function waitForServing(sidecar: SidecarProcess, timeoutMs = 10_000): Promise<void> {
-  await waitFor(async () => (await sidecar.health()) === 'SERVING', timeoutMs, 50);
+  try {
+    await waitFor(async () => (await sidecar.health()) === 'SERVING', timeoutMs, 50);
+  } catch (error) {
+    // Say why: a sidecar that exited, or what it printed, is the diagnosis.
+    const state = sidecar.proc.exitCode === null ? 'still running' : `exited ${sidecar.proc.exitCode}`;
+    throw new Error(
+      `${(error as Error).message}: sidecar ${state}; last health answer: ${await sidecar.health()}; output:\n${sidecar.output().slice(-4000)}`,
+    );
+  }
 }
