@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
+import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { parse } from 'yaml';
@@ -247,5 +248,32 @@ describe('close (drain)', () => {
     expect([grpc.status.CANCELLED, grpc.status.UNAVAILABLE]).toContain(result.error?.code);
     expect(result.ms).toBeLessThan(2000);
     listeners.splice(listeners.indexOf(listener), 1);
+  });
+});
+
+describe('listen', () => {
+  test('an address in use fails start with EADDRINUSE; the listener on it keeps serving', async () => {
+    const { port, client } = await serve();
+    const second = new GrpcListener({ host: '127.0.0.1', port }, [[echoService, { Echo: () => undefined }]]);
+    await expect(second.start()).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    await second.close(100);
+    const answer = await ask(client, 'Echo', 'still here');
+    expect(answer.error).toBeNull();
+    expect(answer.body).toBe('still here');
+  });
+
+  test('after close the port refuses new connections', async () => {
+    const { listener, port } = await serve();
+    await listener.close(100);
+    listeners.splice(listeners.indexOf(listener), 1);
+    const refused = await new Promise<string>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve('connected');
+      });
+      socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
+    });
+    expect(refused).toBe('ECONNREFUSED');
   });
 });

@@ -1,9 +1,15 @@
 /**
  * One gRPC listener on @grpc/grpc-js: the Check port serves Authorization and grpc.health.v1, the health port
  * health alone. Settings are chosen for Envoy on loopback and for kubelet's probes (docs/operations.md).
+ *
+ * The listening socket is ours and each accepted connection is handed to grpc-js through its public connection
+ * injector (`Server.createConnectionInjector`), rather than through `bindAsync`. Owning the sockets lets the
+ * drain cut what outlives it without grpc-js' channelz registry, which `forceShutdown` otherwise needs to find
+ * sessions and which costs every call a few microseconds of bookkeeping that nothing here reads.
  */
+import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { formatHostPort, type HostPort } from '../../config';
+import type { HostPort } from '../../config';
 
 /** grpc-js' and gRPC C-core's default. Envoy sends request bodies only with `with_request_body`. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -27,12 +33,18 @@ export const SERVER_OPTIONS: Readonly<grpc.ServerOptions> = {
   // closed. The age limit bounds that (GOAWAY, then the grace for calls in flight); Envoy reconnects at once.
   'grpc.max_connection_age_ms': 30 * 60_000,
   'grpc.max_connection_age_grace_ms': 60_000,
-  // Channelz stays on (no 'grpc.enable_channelz': 0): grpc-js 1.14's forceShutdown finds the sessions to cut
-  // only through it, so without it a call that outlives the drain would never be cut.
+  // Channelz is grpc-js' introspection registry: per call it records timestamps and counters that only a
+  // channelz client would read, and nothing here serves one. Off, it saved ~27k instructions of ~560k per warm
+  // Check (callgrind, 5,000 Checks after 20,000 of warm-up). The drain cuts connections itself (close below).
+  'grpc.enable_channelz': 0,
 };
 
 export class GrpcListener {
   private readonly server: grpc.Server;
+  private readonly injector: grpc.ConnectionInjector;
+  private readonly tcp: net.Server;
+  /** Open client connections: what the drain cuts when its time is up. */
+  private readonly sockets = new Set<net.Socket>();
   private started = false;
 
   constructor(
@@ -41,26 +53,30 @@ export class GrpcListener {
   ) {
     this.server = new grpc.Server(SERVER_OPTIONS);
     for (const [definition, implementation] of services) this.server.addService(definition, implementation);
+    this.injector = this.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    this.tcp = net.createServer((socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      this.injector.injectConnection(socket);
+    });
   }
 
-  /** Binds the address; resolves with the bound port (the one chosen for port 0). */
+  /** Binds the address; resolves with the bound port (the one chosen for port 0). A hostname binds its first address. */
   start(): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(
-        formatHostPort(this.address),
-        grpc.ServerCredentials.createInsecure(),
-        (error, port) => {
-          if (error !== null) return reject(error);
-          this.started = true;
-          resolve(port);
-        },
-      );
+      const failed = (error: Error) => reject(error);
+      this.tcp.once('error', failed);
+      this.tcp.listen({ host: this.address.host, port: this.address.port }, () => {
+        this.tcp.off('error', failed);
+        this.started = true;
+        resolve((this.tcp.address() as net.AddressInfo).port);
+      });
     });
   }
 
   /**
    * Stops accepting connections and sends every client a GOAWAY (tryShutdown): calls in flight finish; after
-   * `drainMs` whatever is left is cut (forceShutdown).
+   * `drainMs` whatever is left is cut (its connection destroyed).
    */
   close(drainMs: number): Promise<void> {
     if (!this.started) {
@@ -68,8 +84,10 @@ export class GrpcListener {
       return Promise.resolve();
     }
     this.started = false;
+    this.tcp.close();
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
+        for (const socket of this.sockets) socket.destroy();
         this.server.forceShutdown();
         resolve();
       }, drainMs);
