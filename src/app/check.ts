@@ -22,12 +22,12 @@ import {
 import type { Decision, DenyReason } from '../core/outcome';
 import type { ParsedToken } from '../core/token';
 import type { AuthzRequest } from '../core/types';
-import { chain, isPromise, type MaybePromise } from './maybe-async';
+import { isPromise, type MaybePromise } from './maybe-async';
 import type { CacheFreshness } from './freshness';
 import type { LastUsedRecorder } from './last-used';
 import type { KeyEntry, RecordCache, UserEntry } from './record-cache';
 import { StoreUnavailableError, type Clock } from './ports';
-import type { SecretVerifier } from './secret-verifier';
+import type { SecretVerifier, Verification } from './secret-verifier';
 
 export interface CheckDeps {
   cache: RecordCache;
@@ -65,10 +65,13 @@ export class CheckService {
     return this.withToken(req, token, now);
   }
 
+  // Each phase continues synchronously when its value is at hand and through `then` only on a miss, so the warm
+  // path allocates no closures.
   private withToken(req: AuthzRequest, token: ParsedToken, now: number): MaybePromise<Decision> {
-    const cached = this.deps.cache.peekKey(token.keyId);
-    const entry = cached ?? this.deps.cache.loadKey(token.keyId);
-    return chain(entry, (e) => this.withKey(req, token, e, now));
+    const entry = this.deps.cache.peekKey(token.keyId) ?? this.deps.cache.loadKey(token.keyId);
+    return isPromise(entry)
+      ? entry.then((e) => this.withKey(req, token, e, now))
+      : this.withKey(req, token, entry, now);
   }
 
   private withKey(
@@ -81,17 +84,28 @@ export class CheckService {
     if (entry.kind === 'missing') return deny('key_unknown', 'no such key', { keyId });
     if (entry.kind === 'invalid') return deny('record_invalid', 'key record is corrupt', { keyId });
     const key = entry.key;
-    const userId = key.userId;
     const state = keyStateDenial(key, now);
-    if (state !== null) return deny(state.reason, state.detail, { keyId, userId });
+    if (state !== null) return deny(state.reason, state.detail, { keyId, userId: key.userId });
     const verification = this.deps.verifier.verify(keyId, token.token, key.secretHash);
-    return chain(verification, (result) => {
-      if (result === 'overloaded') return deny('overloaded', 'bcrypt queue full', { keyId, userId });
-      if (result === 'mismatch') return deny('secret_mismatch', 'secret does not match', { keyId, userId });
-      const cachedUser = this.deps.cache.peekUser(userId);
-      const user = cachedUser ?? this.deps.cache.loadUser(userId);
-      return chain(user, (u) => this.withOwner(req, key, u, now));
-    });
+    return isPromise(verification)
+      ? verification.then((result) => this.withSecret(req, keyId, key, result, now))
+      : this.withSecret(req, keyId, key, verification, now);
+  }
+
+  private withSecret(
+    req: AuthzRequest,
+    keyId: string,
+    key: CompiledKey,
+    result: Verification,
+    now: number,
+  ): MaybePromise<Decision> {
+    const userId = key.userId;
+    if (result === 'overloaded') return deny('overloaded', 'bcrypt queue full', { keyId, userId });
+    if (result === 'mismatch') return deny('secret_mismatch', 'secret does not match', { keyId, userId });
+    const user = this.deps.cache.peekUser(userId) ?? this.deps.cache.loadUser(userId);
+    return isPromise(user)
+      ? user.then((u) => this.withOwner(req, key, u, now))
+      : this.withOwner(req, key, user, now);
   }
 
   private withOwner(req: AuthzRequest, key: CompiledKey, entry: UserEntry, now: number): Decision {

@@ -32,13 +32,28 @@ export function extractCredential(req: AuthzRequest): CredentialResult {
   if (value.length > MAX_AUTHORIZATION_LENGTH)
     return malformed(`authorization value of ${value.length} chars`);
   const space = value.indexOf(' ');
-  const scheme = space < 0 ? value : value.slice(0, space);
-  if (scheme.toLowerCase() !== 'bearer') return misplaced(`authorization scheme is not Bearer`);
+  if (!isBearerScheme(value, space < 0 ? value.length : space))
+    return misplaced(`authorization scheme is not Bearer`);
   // Exactly one space and one token: extra spaces, tabs or a second token are refused rather than guessed at.
   const token = value.slice(space + 1);
   const parsed = parseToken(token);
   if (parsed === null) return malformed('token is not a well-formed fortary key');
   return { ok: true, token: parsed };
+}
+
+const BEARER = 'bearer';
+
+/**
+ * The first `length` characters are `bearer` in any ASCII case, compared in place (this runs on every Check).
+ * Setting bit 0x20 lower-cases an ASCII letter and maps no other character onto one of these letters; no
+ * non-ASCII character lower-cases to them either, so this agrees with `toLowerCase() === 'bearer'`.
+ */
+function isBearerScheme(value: string, length: number): boolean {
+  if (length !== BEARER.length) return false;
+  for (let i = 0; i < length; i++) {
+    if ((value.charCodeAt(i) | 0x20) !== BEARER.charCodeAt(i)) return false;
+  }
+  return true;
 }
 
 function missingCredential(req: AuthzRequest): CredentialResult {

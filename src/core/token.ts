@@ -16,8 +16,16 @@ export const CHECKSUM_LENGTH = 6;
 export const TOKEN_LENGTH = TOKEN_PREFIX.length + KEY_ID_LENGTH + 1 + SECRET_LENGTH + CHECKSUM_LENGTH;
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-const TOKEN_PATTERN = /^fty_([0-9A-Za-z]{12})_([0-9A-Za-z]{43})([0-9A-Za-z]{6})$/;
 export const KEY_ID_PATTERN = /^[0-9A-Za-z]{12}$/;
+
+const KEY_ID_START = TOKEN_PREFIX.length;
+const KEY_ID_END = KEY_ID_START + KEY_ID_LENGTH;
+const SECRET_START = KEY_ID_END + 1;
+const CHECKSUM_START = TOKEN_LENGTH - CHECKSUM_LENGTH;
+const UNDERSCORE = 0x5f;
+/** 1 for the ASCII codes of base62 characters. */
+const IS_BASE62 = new Uint8Array(128);
+for (let i = 0; i < BASE62.length; i++) IS_BASE62[BASE62.charCodeAt(i)] = 1;
 
 export interface ParsedToken {
   /** The whole token, as presented. */
@@ -26,14 +34,34 @@ export interface ParsedToken {
   secret: string;
 }
 
-/** Returns the key id and secret of a well-formed token with a correct checksum, else null. */
+/**
+ * Returns the key id and secret of a well-formed token with a correct checksum, else null. Runs on every Check, so
+ * it checks the shape and the checksum in place, character by character, and cuts only the two parts it returns.
+ */
 export function parseToken(token: string): ParsedToken | null {
-  if (token.length !== TOKEN_LENGTH) return null;
-  const match = TOKEN_PATTERN.exec(token);
-  if (match === null) return null;
-  const [, keyId, secret, checksum] = match as unknown as [string, string, string, string];
-  if (checksumOf(token.slice(0, token.length - CHECKSUM_LENGTH)) !== checksum) return null;
-  return { token, keyId, secret };
+  if (token.length !== TOKEN_LENGTH || !token.startsWith(TOKEN_PREFIX)) return null;
+  if (token.charCodeAt(KEY_ID_END) !== UNDERSCORE) return null;
+  for (let i = KEY_ID_START; i < TOKEN_LENGTH; i++) {
+    if (i === KEY_ID_END) continue;
+    const code = token.charCodeAt(i);
+    if (code >= 128 || IS_BASE62[code] === 0) return null;
+  }
+  if (!checksumMatches(token)) return null;
+  return {
+    token,
+    keyId: token.slice(KEY_ID_START, KEY_ID_END),
+    secret: token.slice(SECRET_START, CHECKSUM_START),
+  };
+}
+
+/** The last CHECKSUM_LENGTH characters are checksumOf(everything before them), compared without building it. */
+function checksumMatches(token: string): boolean {
+  let value = crc32(token, CHECKSUM_START);
+  for (let i = TOKEN_LENGTH - 1; i >= CHECKSUM_START; i--) {
+    if (token.charCodeAt(i) !== BASE62.charCodeAt(value % 62)) return false;
+    value = Math.floor(value / 62);
+  }
+  return true;
 }
 
 /** Builds a token from an id and a secret (both base62 of the right length). */
@@ -76,10 +104,10 @@ const CRC_TABLE = (() => {
   return table;
 })();
 
-/** CRC-32 (IEEE) of an ASCII string. */
-export function crc32(text: string): number {
+/** CRC-32 (IEEE) of an ASCII string, or of its first `end` characters. */
+export function crc32(text: string, end = text.length): number {
   let crc = 0xffffffff;
-  for (let i = 0; i < text.length; i++) {
+  for (let i = 0; i < end; i++) {
     crc = (CRC_TABLE[(crc ^ text.charCodeAt(i)) & 0xff] as number) ^ (crc >>> 8);
   }
   return (crc ^ 0xffffffff) >>> 0;

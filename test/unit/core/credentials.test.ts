@@ -2,6 +2,7 @@
  * Rule 1: exactly one `Authorization: Bearer <token>` (scheme case-insensitive). Every other place or shape a
  * credential can take is refused with a 401 that tells the caller to send a bearer token.
  */
+import fc from 'fast-check';
 import { extractCredential, queryCarriesToken, type CredentialResult } from '../../../src/core/credentials';
 import { outcomeFor } from '../../../src/core/outcome';
 import { formatToken } from '../../../src/core/token';
@@ -251,5 +252,45 @@ describe('a Fortary token in the query string is refused, with or without a bear
     const start = process.hrtime.bigint();
     expect(queryCarriesToken(path)).toBe(false);
     expect(Number(process.hrtime.bigint() - start) / 1e6).toBeLessThan(500);
+  });
+});
+
+describe('the Bearer scheme is compared in ASCII case only', () => {
+  it('accepts every ASCII case of bearer and nothing that only looks like it', () => {
+    const cases = ['bearer', 'BEARER', 'BeArEr', 'bEARER'];
+    for (const scheme of cases) expect(extractCredential(auth(`${scheme} ${T}`)).ok).toBe(true);
+    const lookalikes = [
+      'bearer\u0000',
+      'bear',
+      'bearers',
+      'Bearеr',
+      '\u0062earer'.replace('b', 'B\u0301'),
+      'Bearer\u00a0',
+    ];
+    for (const scheme of lookalikes) {
+      const result = extractCredential(auth(`${scheme} ${T}`));
+      expect(result).toMatchObject({ ok: false, reason: 'credentials_misplaced' });
+    }
+  });
+
+  it('agrees with toLowerCase() === "bearer" on any six characters (property)', () => {
+    const letters = fc.constantFrom(
+      ...'bearBEAR\u0000\u0002\u0042\u0062\u0130\u0131\u212a\u017f\u00e9"'.split(''),
+    );
+    fc.assert(
+      fc.property(
+        fc.string({
+          unit: fc.oneof(letters, fc.string({ unit: 'grapheme', maxLength: 1 })),
+          minLength: 6,
+          maxLength: 6,
+        }),
+        (scheme) => {
+          fc.pre(!scheme.includes(' ') && !scheme.includes(','));
+          const expected = scheme.toLowerCase() === 'bearer';
+          expect(extractCredential(auth(`${scheme} ${T}`)).ok).toBe(expected);
+        },
+      ),
+      { numRuns: 5000 },
+    );
   });
 });

@@ -209,3 +209,62 @@ describe('base62FromBytes (rejection sampling)', () => {
     );
   });
 });
+
+describe('parseToken agrees with the format written as a regular expression', () => {
+  // The reference: the grammar of docs/token-format.md, with the checksum computed by checksumOf.
+  const reference = (token: string) => {
+    const match = /^fty_([0-9A-Za-z]{12})_([0-9A-Za-z]{43})([0-9A-Za-z]{6})$/.exec(token);
+    if (match === null || checksumOf(token.slice(0, -CHECKSUM_LENGTH)) !== match[3]) return null;
+    return { token, keyId: match[1], secret: match[2] };
+  };
+  // Valid tokens with one character replaced by something near the grammar (or far from it), cut or extended.
+  const nearToken = fc
+    .tuple(
+      base62(KEY_ID_LENGTH),
+      base62(SECRET_LENGTH),
+      fc.nat({ max: TOKEN_LENGTH }),
+      fc.constantFrom('_', '-', ' ', '', 'a', 'Z', '0', '\u0131', '\u212a', 'é', '\u0000', '\u00ff', 'fty_'),
+      fc.constantFrom('replace', 'insert', 'cut', 'none'),
+    )
+    .map(([keyId, secret, at, c, how]) => {
+      const token = formatToken(keyId, secret);
+      if (how === 'none') return token;
+      if (how === 'cut') return token.slice(0, at);
+      return token.slice(0, at) + c + token.slice(how === 'replace' ? at + 1 : at);
+    });
+
+  it('on valid tokens and near misses (property)', () => {
+    fc.assert(
+      fc.property(nearToken, (token) => {
+        expect(parseToken(token)).toEqual(reference(token));
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('on arbitrary strings of the right length (property)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', minLength: TOKEN_LENGTH, maxLength: TOKEN_LENGTH }), (text) => {
+        expect(parseToken(text)).toEqual(reference(text));
+        expect(parseToken(`fty_${text.slice(4)}`)).toEqual(reference(`fty_${text.slice(4)}`));
+      }),
+    );
+  });
+
+  it('refuses non-ASCII characters even when the checksum is computed over them', () => {
+    // CRC-32 reads a character's low byte: U+0161 checksums like 'a', U+0130 like '0'.
+    for (const [ascii, wide] of [
+      ['a', '\u0161'],
+      ['0', '\u0130'],
+    ] as const) {
+      const body = `fty_${KEY_ID.replace(/[a0]/, ascii)}_${SECRET}`.replace(ascii, wide);
+      expect(checksumOf(body)).toBe(checksumOf(body.replace(wide, ascii)));
+      expect(parseToken(body + checksumOf(body))).toBeNull();
+    }
+  });
+
+  it('refuses a token whose checksum is right but whose separator is not an underscore', () => {
+    const body = `fty_${KEY_ID}-${SECRET}`;
+    expect(parseToken(body + checksumOf(body))).toBeNull();
+  });
+});
