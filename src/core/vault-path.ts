@@ -16,11 +16,25 @@ const VAULTS_PREFIX = '/v1/vaults';
 /** Characters RFC 3986 calls unreserved: encoding them is never needed, so an encoded one is an evasion attempt. */
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 
+/**
+ * The common request target, checked in one regexp pass (irregexp, several times faster than a charCodeAt loop): a
+ * path of printable ASCII without `#`, `%`, `;`, `?` or `\`, then an optional query of printable ASCII. Whatever it
+ * accepts, the character checks of pathProblem and queryProblem accept too; anything else goes through them.
+ */
+const PLAIN_TARGET = /^\/[\x21\x22\x24\x26-\x3a\x3c-\x3e\x40-\x5b\x5d-\x7e]*(?:\?[\x21-\x7e]*)?$/;
+
+/** True for a request target without escapes or characters any check refuses (see PLAIN_TARGET). */
+export function isPlainTarget(rawPath: string): boolean {
+  return PLAIN_TARGET.test(rawPath);
+}
+
 export function parseVaultPath(rawPath: string): PathInfo {
   if (rawPath.length > MAX_PATH_LENGTH) return rejected('path too long');
   const query = rawPath.indexOf('?');
   const path = query < 0 ? rawPath : rawPath.slice(0, query);
-  const problem = pathProblem(path) ?? (query < 0 ? null : queryProblem(rawPath, query + 1));
+  const problem = isPlainTarget(rawPath)
+    ? plainSegmentsProblem(path)
+    : (pathProblem(path) ?? (query < 0 ? null : queryProblem(rawPath, query + 1)));
   if (problem !== null) return rejected(problem);
   if (!path.startsWith(VAULTS_PREFIX + '/')) {
     if (path === VAULTS_PREFIX) return { kind: 'none', path };

@@ -4,7 +4,13 @@
  * pins the classification rules themselves (docs/path-rules.md).
  */
 import fc from 'fast-check';
-import { isOpenPath, MAX_PATH_LENGTH, parseVaultPath, type PathInfo } from '../../../src/core/vault-path';
+import {
+  isOpenPath,
+  isPlainTarget,
+  MAX_PATH_LENGTH,
+  parseVaultPath,
+  type PathInfo,
+} from '../../../src/core/vault-path';
 
 const vault = (vaultId: string, path: string): PathInfo => ({ kind: 'vault', vaultId, path });
 const none = (path: string): PathInfo => ({ kind: 'none', path });
@@ -268,4 +274,44 @@ describe('the query string (fuzz finding 8)', () => {
       expect(parseVaultPath(path)).toEqual({ kind: 'vault', vaultId: 'a', path: '/v1/vaults/a' });
     },
   );
+});
+
+describe('isPlainTarget, the fast path of parseVaultPath', () => {
+  // What pathProblem's and queryProblem's character checks refuse: before the first '?', anything outside printable
+  // ASCII and '#', '%', ';', '\'; after it, anything outside printable ASCII.
+  const refusedInPath = (c: number) =>
+    c < 0x21 || c > 0x7e || c === 0x23 || c === 0x25 || c === 0x3b || c === 0x5c;
+  const refusedInQuery = (c: number) => c < 0x21 || c > 0x7e;
+  const spec = (raw: string): boolean => {
+    if (raw.charCodeAt(0) !== 0x2f) return false;
+    const query = raw.indexOf('?');
+    for (let i = 0; i < raw.length; i++) {
+      const c = raw.charCodeAt(i);
+      if (query < 0 || i < query ? refusedInPath(c) : i > query && refusedInQuery(c)) return false;
+    }
+    return true;
+  };
+  const interesting = fc.constantFrom(
+    ...'/?#%;\\ .aZ09-_~!$&\'()*+,=:@[]{}|^`"<>\t\r\n\u0000\u007f\u0080\u00e9\u2215\uff0f\ufffd'.split(''),
+  );
+
+  it('accepts exactly what the character checks accept (property)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: interesting, maxLength: 24 }), (tail) => {
+        for (const raw of [tail, `/${tail}`, `/v1/vaults/${tail}`])
+          expect(isPlainTarget(raw)).toBe(spec(raw));
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('gives the same answers as the character checks on paths it refuses', () => {
+    expect(parseVaultPath('/v1/vaults/v1;x')).toEqual({ kind: 'rejected', detail: 'character 0x3b' });
+    expect(parseVaultPath('/v1/vaults/v1/a?b=\u0001')).toEqual({
+      kind: 'rejected',
+      detail: 'character 0x1 in the query',
+    });
+    expect(parseVaultPath('/v1/vaults/v1/a?b=%zz;#')).toMatchObject({ kind: 'vault', vaultId: 'v1' });
+    expect(parseVaultPath('/v1/vaults/v1/../x')).toEqual({ kind: 'rejected', detail: 'dot segment' });
+  });
 });
