@@ -182,19 +182,22 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
       closers.push(() => admin.close());
     }
     const services = sidecarServices();
+    const listenerError = (listener: string) => (error: Error) =>
+      logger.warn({ listener, error: error.message }, 'listener error; still serving');
     const healthService = [services.health, healthImplementation(health)] as const;
     let healthPort: number | null = null;
     if (config.health !== null) {
-      const healthListener = new GrpcListener(config.health, [healthService]);
+      const healthListener = new GrpcListener(config.health, [healthService], listenerError('health'));
       healthPort = await healthListener.start();
       closers.push(() => healthListener.close(1000));
     }
 
     const checkHandler = createCheckHandler(check, logger, metrics, malformedReporter(logger, metrics));
-    const grpcListener = new GrpcListener(config.grpc, [
-      [services.authorization, { Check: checkHandler }],
-      healthService,
-    ]);
+    const grpcListener = new GrpcListener(
+      config.grpc,
+      [[services.authorization, { Check: checkHandler }], healthService],
+      listenerError('grpc'),
+    );
     const grpcPort = await grpcListener.start();
     closers.push(() => grpcListener.close(config.drainTimeoutMs));
 

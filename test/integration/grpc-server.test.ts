@@ -37,20 +37,19 @@ afterEach(async () => {
   for (const listener of listeners.splice(0)) await listener.close(100);
 });
 
+const echoImplementation = {
+  Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, reply: grpc.sendUnaryData<Buffer>) =>
+    reply(null, call.request),
+  Slow: (call: grpc.ServerUnaryCall<Buffer, Buffer>, reply: grpc.sendUnaryData<Buffer>) =>
+    void setTimeout(() => reply(null, call.request), 300),
+  Hang: () => undefined,
+};
+
 async function serve() {
   const health = new Health();
   health.setReady(true);
   const listener = new GrpcListener({ host: '127.0.0.1', port: 0 }, [
-    [
-      echoService,
-      {
-        Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, reply: grpc.sendUnaryData<Buffer>) =>
-          reply(null, call.request),
-        Slow: (call: grpc.ServerUnaryCall<Buffer, Buffer>, reply: grpc.sendUnaryData<Buffer>) =>
-          void setTimeout(() => reply(null, call.request), 300),
-        Hang: () => undefined,
-      },
-    ],
+    [echoService, echoImplementation],
     [sidecarServices().health, healthImplementation(health)],
   ]);
   const port = await listener.start();
@@ -260,6 +259,23 @@ describe('listen', () => {
     const answer = await ask(client, 'Echo', 'still here');
     expect(answer.error).toBeNull();
     expect(answer.body).toBe('still here');
+  });
+
+  test('an error of the listening socket (a failed accept) is reported and the listener keeps serving', async () => {
+    const heard: string[] = [];
+    const listener = new GrpcListener(
+      { host: '127.0.0.1', port: 0 },
+      [[echoService, echoImplementation]],
+      (e) => heard.push(e.message),
+    );
+    const port = await listener.start();
+    listeners.push(listener);
+    // What net.Server emits when accept() fails (EMFILE and the like); unheard, it would end the process.
+    (listener as unknown as { tcp: net.Server }).tcp.emit('error', new Error('accept EMFILE'));
+    expect(heard).toEqual(['accept EMFILE']);
+    const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as any;
+    cleanup.push(() => client.close());
+    expect((await ask(client, 'Echo', 'after')).body).toBe('after');
   });
 
   test('after close the port refuses new connections', async () => {

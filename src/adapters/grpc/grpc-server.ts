@@ -47,9 +47,14 @@ export class GrpcListener {
   private readonly sockets = new Set<net.Socket>();
   private started = false;
 
+  /**
+   * `onError` hears errors of the listening socket once it listens (an accept that failed, e.g. out of file
+   * descriptors): the listener keeps serving, and an unheard 'error' event would end the process.
+   */
   constructor(
     private readonly address: HostPort,
     services: ReadonlyArray<readonly [grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>,
+    private readonly onError: (error: Error) => void = () => undefined,
   ) {
     this.server = new grpc.Server(SERVER_OPTIONS);
     for (const [definition, implementation] of services) this.server.addService(definition, implementation);
@@ -68,6 +73,7 @@ export class GrpcListener {
       this.tcp.once('error', failed);
       this.tcp.listen({ host: this.address.host, port: this.address.port }, () => {
         this.tcp.off('error', failed);
+        this.tcp.on('error', this.onError);
         this.started = true;
         resolve((this.tcp.address() as net.AddressInfo).port);
       });
