@@ -14,7 +14,7 @@ import { SecretVerifier } from './app/secret-verifier';
 import type { Config } from './config';
 import { AdminServer } from './adapters/admin/admin-server';
 import { createCheckHandler } from './adapters/grpc/authz-handler';
-import { GrpcListener } from './adapters/grpc/grpc-server';
+import { GrpcListener, HEALTH_SERVER_OPTIONS } from './adapters/grpc/grpc-server';
 import { Health, healthImplementation } from './adapters/grpc/health-service';
 import { sidecarServices } from './adapters/grpc/service-definition';
 import { createRedis, describeRedisError, reviveAfterEnd } from './adapters/redis/connections';
@@ -187,7 +187,12 @@ export async function startSidecar(config: Readonly<Config>, options: SidecarOpt
     const healthService = [services.health, healthImplementation(health)] as const;
     let healthPort: number | null = null;
     if (config.health !== null) {
-      const healthListener = new GrpcListener(config.health, [healthService], listenerError('health'));
+      const healthListener = new GrpcListener(
+        config.health,
+        [healthService],
+        listenerError('health'),
+        HEALTH_SERVER_OPTIONS,
+      );
       healthPort = await healthListener.start();
       closers.push(() => healthListener.close(1000));
     }

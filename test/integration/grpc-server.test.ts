@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { parse } from 'yaml';
-import { GrpcListener, SERVER_OPTIONS } from '../../src/adapters/grpc/grpc-server';
+import { GrpcListener, HEALTH_SERVER_OPTIONS, SERVER_OPTIONS } from '../../src/adapters/grpc/grpc-server';
 import { Health, healthImplementation } from '../../src/adapters/grpc/health-service';
 import { sidecarServices } from '../../src/adapters/grpc/service-definition';
 import { grpcFrame as frame } from '../support/check-client';
@@ -291,5 +291,41 @@ describe('listen', () => {
       socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
     });
     expect(refused).toBe('ECONNREFUSED');
+  });
+});
+
+describe('idle connections', () => {
+  /** A listener with the given settings and an HTTP/2 connection to it that has made one call and then idles. */
+  async function idleConnection(options: grpc.ServerOptions) {
+    const listener = new GrpcListener(
+      { host: '127.0.0.1', port: 0 },
+      [[echoService, echoImplementation]],
+      undefined,
+      options,
+    );
+    const port = await listener.start();
+    listeners.push(listener);
+    const session = connect(port);
+    let goaway = false;
+    let closed = false;
+    session.on('goaway', () => (goaway = true));
+    session.on('close', () => (closed = true));
+    expect((await rawCall(session, '/test.Echo/Echo', frame(Buffer.from('x'))).answer).code).toBe(0);
+    return { state: () => ({ goaway, closed }) };
+  }
+
+  test('the health listener closes an idle connection with a GOAWAY', async () => {
+    expect(HEALTH_SERVER_OPTIONS['grpc.max_connection_idle_ms']).toBe(5 * 60_000);
+    // The health listener's settings, with the idle limit shortened so the test does not wait 5 min.
+    const { state } = await idleConnection({ ...HEALTH_SERVER_OPTIONS, 'grpc.max_connection_idle_ms': 300 });
+    await waitFor(() => state().goaway && state().closed, 5000);
+    expect(state()).toEqual({ goaway: true, closed: true });
+  });
+
+  test("the Check listener keeps Envoy's idle connection open (no idle limit)", async () => {
+    expect(SERVER_OPTIONS['grpc.max_connection_idle_ms']).toBeUndefined();
+    const { state } = await idleConnection(SERVER_OPTIONS);
+    await sleep(1000);
+    expect(state()).toEqual({ goaway: false, closed: false });
   });
 });
