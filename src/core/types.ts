@@ -21,14 +21,14 @@ export interface AuthzRequest {
    * Every Authorization value. From the `headers` map this is one entry (duplicates arrive comma-joined);
    * from `header_map` it is one entry per header line.
    */
-  authorization: string[];
+  authorization: readonly string[];
   /** True when the client sent an `x-api-key` header (a credential in the wrong place). */
   apiKeyHeader: boolean;
   /** Every X-Forwarded-For value, joined with ',' (as Envoy joins duplicates). */
   forwardedFor: string | undefined;
   source: PeerAddress;
   /** Client-sent `x-fortary-*` header names; they never reach upstream. */
-  fortaryHeaders: string[];
+  fortaryHeaders: readonly string[];
   /** `x-request-id`, for log correlation only. */
   requestId: string | undefined;
 }
