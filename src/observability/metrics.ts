@@ -6,8 +6,9 @@
  * scrapes (each counter's `collect`): prom-client hashes the label set on every inc(), ~0.2 µs a call, three calls
  * per Check. A scrape therefore always reports every Check answered before it.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DENY_REASONS, decisionKind, type DecisionKind, type DenyReason } from '../core/outcome';
+import { registerRuntimeMetrics } from './runtime-metrics';
 
 /** The `outcome` label: the outcome table's kind (core/outcome.ts). */
 export type DecisionOutcome = DecisionKind;
@@ -127,8 +128,7 @@ export class Metrics {
   readonly userMiss: Increment = this.lookup('user', 'miss');
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics !== false)
-      collectDefaultMetrics({ register: this.registry, prefix: 'fortary_authz_' });
+    if (options.defaultMetrics !== false) registerRuntimeMetrics(this.registry, 'fortary_authz_');
     for (const outcome of ['allow', 'deny', 'error'] as const) {
       this.pendingDurations.set(outcome, new PendingHistogram(this.duration, outcome));
     }
